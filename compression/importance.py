@@ -1,0 +1,48 @@
+"""Importance scores by L1 or L2 norm: per weight, per neuron, per embedding row."""
+
+import torch
+from torch import nn
+
+from ctr.wide_deep import WideDeep
+
+NORMS = ("l1", "l2")
+
+
+def _check_norm(norm: str) -> None:
+    if norm not in NORMS:
+        raise ValueError(f"norm: expected one of {NORMS}, got {norm!r}")
+
+
+def weight_importance(weight: torch.Tensor, norm: str = "l1") -> torch.Tensor:
+    """Per-weight score, same shape as ``weight``: ``|w|`` (l1) or ``w**2`` (l2)."""
+    _check_norm(norm)
+    return weight.detach().abs() if norm == "l1" else weight.detach().pow(2)
+
+
+def neuron_importance(layer: nn.Linear, norm: str = "l2") -> torch.Tensor:
+    """Norm of each output neuron's incoming weights and bias.
+
+    After Li et al. (2017), "Pruning Filters for Efficient ConvNets".
+
+    Returns:
+        ``(out_features,)`` scores.
+    """
+    _check_norm(norm)
+    rows = torch.cat([layer.weight.detach(), layer.bias.detach()[:, None]], dim=1)
+    return rows.norm(p=1 if norm == "l1" else 2, dim=1)
+
+
+def embedding_row_importance(model: WideDeep, norm: str = "l2") -> torch.Tensor:
+    """Norm of each vocabulary row: its embedding vector and its wide weight.
+
+    Rows of rarely seen values stay near their small initial values, so they
+    score low and are the first to be folded into oov.
+
+    Returns:
+        ``(sum(num_embeddings),)`` scores over the shared table.
+    """
+    _check_norm(norm)
+    rows = torch.cat(
+        [model.embedding.weight.detach(), model.wide_sparse.weight.detach()], dim=1
+    )
+    return rows.norm(p=1 if norm == "l1" else 2, dim=1)

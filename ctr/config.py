@@ -1,0 +1,161 @@
+"""Model and training settings as dataclasses, loadable from a commented TOML file."""
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the wide & deep network.
+
+    Attributes:
+        embedding_dim: width of each sparse feature's embedding.
+        hidden_units: widths of the deep part's hidden layers, input first.
+        dropout: dropout rate after each hidden layer, in [0, 1).
+    """
+
+    embedding_dim: int = 16
+    hidden_units: tuple[int, ...] = (400, 400, 400)
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.embedding_dim, int) or self.embedding_dim < 1:
+            raise ValueError(
+                f"model.embedding_dim: expected an integer >= 1, got {self.embedding_dim!r}"
+            )
+        units = tuple(self.hidden_units)
+        if not units or any(not isinstance(u, int) or u < 1 for u in units):
+            raise ValueError(
+                "model.hidden_units: expected a non-empty list of integers >= 1, "
+                f"got {self.hidden_units!r}"
+            )
+        object.__setattr__(self, "hidden_units", units)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(
+                f"model.dropout: expected a rate in [0, 1), got {self.dropout}"
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the model is fitted.
+
+    Attributes:
+        batch_size: rows per optimiser step.
+        learning_rate: Adam step size for the dense layers.
+        embedding_learning_rate: SparseAdam step size for the embedding tables.
+        embedding_l2: L2 penalty on the embedding rows a batch looks up.
+        epochs: upper bound on passes over the training rows.
+        patience: evaluations without a better validation AUC before stopping.
+        evals_per_epoch: validation passes per epoch (more on small data).
+        seed: seeds weight init, shuffling and dropout.
+    """
+
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    embedding_learning_rate: float = 1e-3
+    embedding_l2: float = 0.0
+    epochs: int = 10
+    patience: int = 2
+    evals_per_epoch: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "epochs", "patience", "evals_per_epoch"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"train.{name}: expected an integer >= 1, got {value!r}"
+                )
+        for name in ("learning_rate", "embedding_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(
+                    f"train.{name}: expected > 0, got {getattr(self, name)}"
+                )
+        if self.embedding_l2 < 0:
+            raise ValueError(
+                f"train.embedding_l2: expected >= 0, got {self.embedding_l2}"
+            )
+
+
+@dataclass(frozen=True)
+class Config:
+    """One experiment: the encoder's ``min_count``, the model and its training."""
+
+    min_count: int = 1
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.min_count, int) or self.min_count < 1:
+            raise ValueError(
+                f"encoder.min_count: expected an integer >= 1, got {self.min_count!r}"
+            )
+
+    def with_overrides(self, **train: Any) -> "Config":
+        """A copy with some training settings replaced (``None`` keeps the value)."""
+        changes = {k: v for k, v in train.items() if v is not None}
+        return replace(self, train=replace(self.train, **changes))
+
+
+def _section(table: dict, name: str, cls: type, source: str) -> Any:
+    values = table.get(name, {})
+    if not isinstance(values, dict):
+        raise ValueError(f"{source}: [{name}] must be a table")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"{source}: unknown key(s) {unknown} in [{name}]; accepted: {sorted(known)}"
+        )
+    if "hidden_units" in values:
+        values = {**values, "hidden_units": tuple(values["hidden_units"])}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{source}: {err}") from err
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a TOML file with ``[encoder]``, ``[model]`` and ``[train]`` tables."""
+    path = Path(path)
+    try:
+        table = tomllib.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"--config: no such file {path}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path}: not valid TOML ({err})") from err
+    unknown = sorted(set(table) - {"encoder", "model", "train"})
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown table(s) {unknown}; accepted: encoder, model, train"
+        )
+    encoder = table.get("encoder", {})
+    unknown = sorted(set(encoder) - {"min_count"})
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown} in [encoder]")
+    try:
+        return Config(
+            min_count=encoder.get("min_count", 1),
+            model=_section(table, "model", ModelConfig, str(path)),
+            train=_section(table, "train", TrainConfig, str(path)),
+        )
+    except ValueError as err:
+        if str(path) in str(err):
+            raise
+        raise ValueError(f"{path}: {err}") from err
+
+
+def config_to_dict(config: Config) -> dict:
+    """Plain JSON-ready form, as written beside a model."""
+    return {
+        "min_count": config.min_count,
+        "model": {
+            "embedding_dim": config.model.embedding_dim,
+            "hidden_units": list(config.model.hidden_units),
+            "dropout": config.model.dropout,
+        },
+        "train": {f.name: getattr(config.train, f.name) for f in fields(TrainConfig)},
+    }

@@ -1,0 +1,134 @@
+"""Bad input lines: what a reader found wrong, the error that lists them, and the
+counter that tallies the lines a reader dropped under ``on_bad_lines="skip"``.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+ON_BAD_LINES = ("error", "skip")
+
+# The fixed set of reason keys, in the order a summary lists them.
+REASONS = ("field_count", "not_integer", "bad_label", "bad_sparse_value")
+
+# How many bad lines an error message lists before it says "... and N more".
+MAX_LISTED = 100
+
+SKIP_FIX = "use --on-bad-lines skip to drop them"
+
+
+def check_on_bad_lines(on_bad_lines: object) -> str:
+    """``on_bad_lines`` itself, after checking that it is one of ``ON_BAD_LINES``."""
+    if on_bad_lines not in ON_BAD_LINES:
+        accepted = ", ".join(repr(v) for v in ON_BAD_LINES)
+        raise ValueError(f"on_bad_lines: got {on_bad_lines!r}; accepted: {accepted}")
+    return on_bad_lines
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """One fault on one input line.
+
+    Attributes:
+        path: the file (or frame) the line came from.
+        line: 1-based physical line number (a CSV header is line 1).
+        column: the column at fault (``"I5"``, ``"C3"``, ``"label"``), or
+            ``None`` when the whole line is, e.g. for a wrong field count.
+        reason: a key from ``REASONS``.
+        detail: human text, e.g. ``"'abc' is not an integer"``.
+    """
+
+    path: str
+    line: int
+    column: str | None
+    reason: str
+    detail: str
+
+    def __post_init__(self) -> None:
+        if self.reason not in REASONS:
+            raise ValueError(f"reason: got {self.reason!r}; accepted: {REASONS}")
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}:"
+        if self.column is not None:
+            where += f" column {self.column}:"
+        return f"{where} {self.detail}"
+
+
+class BadLinesError(ValueError):
+    """Raised when input holds bad lines and the policy is ``"error"``.
+
+    Attributes:
+        bad_lines: the faults found, in line order; a reader keeps only the
+            first ``MAX_LISTED`` of them.
+        total: how many distinct lines were bad (a line with two faulty
+            columns counts once).
+        num_faults: how many faults were found in all.
+    """
+
+    def __init__(
+        self,
+        bad_lines: Iterable[BadLine],
+        total: int | None = None,
+        num_faults: int | None = None,
+        fix: str = SKIP_FIX,
+    ) -> None:
+        self.bad_lines = tuple(bad_lines)
+        self.num_faults = len(self.bad_lines) if num_faults is None else num_faults
+        if total is None:
+            total = len({(b.path, b.line) for b in self.bad_lines})
+        self.total = total
+        self.fix = fix
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        listed = self.bad_lines[:MAX_LISTED]
+        lines = [f"found {self.total} bad line{'s' * (self.total != 1)}:"]
+        lines += [str(b) for b in listed]
+        if self.num_faults > len(listed):
+            lines.append(f"... and {self.num_faults - len(listed)} more")
+        total = f"total: {self.total} bad line{'s' * (self.total != 1)}"
+        if self.num_faults != self.total:
+            total += f" ({self.num_faults} faults)"
+        lines.append(f"{total}; {self.fix}")
+        return "\n".join(lines)
+
+    def __reduce__(self):
+        # Rebuild from the fields, so the error survives pickling (e.g. out of
+        # a DataLoader worker process) despite the custom constructor.
+        return type(self), (self.bad_lines, self.total, self.num_faults, self.fix)
+
+
+@dataclass
+class SkipCounter:
+    """Counts the lines dropped under ``on_bad_lines="skip"``, by reason.
+
+    A line with several faults counts once, under the reason of its first
+    faulty column.
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, reason: str, count: int = 1) -> None:
+        """Count ``count`` more skipped lines under ``reason``."""
+        if reason not in REASONS:
+            raise ValueError(f"reason: got {reason!r}; accepted: {REASONS}")
+        if count < 0:
+            raise ValueError(f"count: got {count}; expected a count >= 0")
+        if count:
+            self.counts[reason] = self.counts.get(reason, 0) + count
+
+    @property
+    def total(self) -> int:
+        """How many lines were skipped, all reasons together."""
+        return sum(self.counts.values())
+
+    def summary(self) -> str:
+        """One line, e.g. ``skipped 2 bad lines: field_count 1, bad_label 1``."""
+        if not self.total:
+            return "skipped 0 bad lines"
+        parts = [f"{r} {self.counts[r]}" for r in REASONS if self.counts.get(r)]
+        s = "s" * (self.total != 1)
+        return f"skipped {self.total} bad line{s}: " + ", ".join(parts)
+
+    def __str__(self) -> str:
+        return self.summary()

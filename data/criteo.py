@@ -1,0 +1,797 @@
+"""Reader for the Criteo click-log layout (Kaggle Display Advertising Challenge,
+Criteo 1TB): raw TSV with or without the label, and the Kaggle CSV variants,
+plain or gzip, read in vectorised chunks and validated field by field.
+"""
+
+import csv
+import gzip
+import io
+import itertools
+import logging
+import os
+import warnings
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import pandas as pd
+
+from data.bad_lines import (
+    MAX_LISTED,
+    BadLine,
+    BadLinesError,
+    SkipCounter,
+    check_on_bad_lines,
+)
+from data.batch import RawBatch
+from data.schema import (
+    DENSE_FEATURES,
+    LABEL,
+    MISSING_KEY,
+    NUM_DENSE,
+    NUM_SPARSE,
+    SPARSE_FEATURES,
+)
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("auto", "tsv", "tsv-unlabeled", "csv")
+ID = "Id"
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+_NL, _CR = 10, 13
+_READ_SIZE = 4 << 20
+_PIECE_ROWS = 16_384  # lines parsed at once
+_HEADER_EXAMPLE = "'Id,Label,I1,...,I13,C1,...,C26'"
+_FEATURES = DENSE_FEATURES + SPARSE_FEATURES
+# Canonical spelling of every name a header may use, keyed by its lower case.
+_CANONICAL = {name.lower(): name for name in (ID, LABEL, *_FEATURES)}
+
+# Hex digit value of each byte; 255 marks a byte that is not a hex digit.
+_HEX = np.full(256, 255, dtype=np.uint16)
+_HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
+_HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
+_HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
+# Two bytes read as a little-endian uint16 -> the byte their two hex digits
+# make, or _NOT_HEX (bit 8 set) when either is not a hex digit. One lookup per
+# pair halves the lookups of a per-byte table.
+_NOT_HEX = 0x100
+_HEX_PAIR = (_HEX[np.arange(1 << 16) & 0xFF] << 4) | _HEX[np.arange(1 << 16) >> 8]
+_HEX_PAIR[_HEX_PAIR > 0xFF] = _NOT_HEX
+_NOT_HEX_LANES = np.uint64(0x0100_0100_0100_0100)  # bit 8 of each uint16 lane
+# For a field of length L, the bytes of its 8-byte little-endian word to keep;
+# the rest are overwritten with ASCII "0" so that they parse as trailing zeros.
+_KEEP = np.array([(1 << (8 * n)) - 1 for n in range(9)], dtype=np.uint64)
+_ZEROS = np.uint64(int.from_bytes(b"0" * 8, "little"))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the fields of a Criteo file are laid out.
+
+    Attributes:
+        separator: ``"\\t"`` or ``","``.
+        has_header: whether the first non-blank line names the columns.
+        has_id: whether there is an ``Id`` column (Kaggle ``train.csv``).
+        has_label: whether there is a ``label`` column.
+        columns: canonical column names in file order, e.g.
+            ``("label", "I1", ..., "I13", "C1", ..., "C26")``.
+    """
+
+    separator: str
+    has_header: bool
+    has_id: bool
+    has_label: bool
+    columns: tuple[str, ...]
+
+    @property
+    def num_fields(self) -> int:
+        """How many fields every data line must have."""
+        return len(self.columns)
+
+
+TSV = Layout("\t", False, False, True, (LABEL, *_FEATURES))
+TSV_UNLABELED = Layout("\t", False, False, False, _FEATURES)
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """A whole file read by ``read_criteo``."""
+
+    batch: RawBatch
+    layout: Layout
+    skipped: SkipCounter
+
+
+def detect_layout(path: str | os.PathLike, fmt: str = "auto") -> Layout:
+    """The layout of ``path``, read from its header or first non-blank line.
+
+    ``fmt="auto"`` recognises a header naming ``[Id,] [label,] I1..I13,
+    C1..C26`` in any case and order (tab or comma separated), or a headerless
+    line of 40 tab-separated fields (labeled) or 39 (unlabeled). ``"tsv"``,
+    ``"tsv-unlabeled"`` and ``"csv"`` force a layout; ``"csv"`` still reads the
+    header to learn the column order.
+    """
+    path = _check_path(path)
+    fmt = _check_fmt(fmt)
+    first = _first_line(path)
+    if first is None:
+        raise ValueError(
+            f"{path}: the file is empty (no non-blank line); expected a Criteo "
+            f"header such as {_HEADER_EXAMPLE} or 39 or 40 tab-separated fields"
+        )
+    number, text = first
+    if fmt == "tsv":
+        return TSV
+    if fmt == "tsv-unlabeled":
+        return TSV_UNLABELED
+    if fmt == "csv":
+        return _header_layout(path, number, text, ",")
+
+    separator = "\t" if "\t" in text else "," if "," in text else None
+    fields = text.split(separator) if separator else [text]
+    if separator and fields[0].strip().lower() in _CANONICAL:
+        return _header_layout(path, number, text, separator)
+    if separator == "\t" and len(fields) in (TSV.num_fields, TSV_UNLABELED.num_fields):
+        return TSV if len(fields) == TSV.num_fields else TSV_UNLABELED
+    raise ValueError(
+        f"{path}:{number}: cannot tell the layout from {_clip(text)}: found "
+        f"{len(fields)} field(s) and no header; expected 40 tab-separated fields "
+        f"(label, I1..I13, C1..C26), 39 (no label), or a header such as "
+        f"{_HEADER_EXAMPLE}; or pass fmt, one of {FORMATS}"
+    )
+
+
+def iter_criteo(
+    path: str | os.PathLike,
+    fmt: str = "auto",
+    on_bad_lines: str = "error",
+    chunk_rows: int = 200_000,
+    skipped: SkipCounter | None = None,
+) -> Iterator[RawBatch]:
+    """Batches of at most ``chunk_rows`` valid rows of a Criteo file, in order.
+
+    Blank lines are ignored anywhere. A line is bad when its field count departs
+    from the layout, its label is not 0 or 1 (``1.0`` counts as 1), an ``I`` or
+    ``Id`` value is not an integer (``260.0`` is one, ``2.5`` is not), or a
+    ``C`` value is neither empty nor 1 to 8 hex digits.
+
+    Under ``on_bad_lines="error"`` batches are yielded until the first chunk
+    holding a bad line; from there on the file is still scanned to the end,
+    nothing more is yielded, and then a ``BadLinesError`` lists the first
+    ``MAX_LISTED`` faults and the totals. Callers that must not see any row of
+    a faulty file should use ``read_criteo``. Under ``"skip"`` bad lines are
+    dropped and counted in ``skipped`` (each line once, under the reason of its
+    first faulty column in the order Id, label, I1..I13, C1..C26).
+
+    Arguments are checked when this is called, not when iteration starts.
+    """
+    path, layout = _check_args(path, fmt, on_bad_lines, chunk_rows, skipped)
+    return _iter_batches(path, layout, on_bad_lines, chunk_rows, skipped)
+
+
+def read_criteo(
+    path: str | os.PathLike, fmt: str = "auto", on_bad_lines: str = "error"
+) -> ReadResult:
+    """The whole of a Criteo file as one batch; see ``iter_criteo``."""
+    skipped = SkipCounter()
+    path, layout = _check_args(path, fmt, on_bad_lines, 200_000, skipped)
+    batches = list(_iter_batches(path, layout, on_bad_lines, 200_000, skipped))
+    batch = RawBatch.concat(batches) if batches else _empty_batch(layout.has_label)
+    return ReadResult(batch=batch, layout=layout, skipped=skipped)
+
+
+def parse_frame(frame: pd.DataFrame, source: str = "<frame>") -> RawBatch:
+    """Rows held in memory, validated like the lines of a file.
+
+    Columns are found by name, in any case: ``I1..I13`` and ``C1..C26`` are
+    required, ``label`` and ``Id`` optional, others are ignored. Values may be
+    strings, numbers, or ``None``/``NaN`` for missing. A sparse value is read
+    as hex digits; an integer there (or an integral float) is read as the
+    digits it is written with, which is what pandas makes of an all-digit hex
+    column such as ``"00012345"``. A bad value raises ``BadLinesError`` whose
+    line numbers are 1-based row positions; ids are the ``Id`` column, else the
+    row positions.
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"frame: expected a pandas DataFrame, got {type(frame)}")
+    names = _frame_columns(frame)
+    lines = np.arange(1, len(frame) + 1, dtype=np.int64)
+    numbers = {
+        name: _numbers_from_column(frame[column])
+        for name, column in names.items()
+        if name not in SPARSE_FEATURES
+    }
+    words, lengths = zip(
+        *(_sparse_words_from_column(frame[names[c]]) for c in SPARSE_FEATURES),
+        strict=True,
+    )
+    parsed = _Parsed(lines, numbers, np.stack(words, 1), np.stack(lengths, 1))
+
+    def text(row: int, name: str) -> str:
+        value = frame[names[name]].iloc[row]
+        return "" if pd.isna(value) else str(value)
+
+    batch, bad, columns = _validate(parsed)
+    if bad.any():
+        log = _FaultLog(source, fix="fix or drop those rows")
+        log.add(lines, bad, columns, text)
+        raise log.error()
+    return batch
+
+
+# --- reading a file ----------------------------------------------------------
+
+
+@dataclass
+class _Parsed:
+    """``g`` rows parsed to numbers, not yet validated.
+
+    ``numbers`` maps Id, label and I1..I13 (those present) to ``(values,
+    present)``: ``(g,)`` numbers (nan where not a number) and a ``(g,)`` mask
+    of non-empty fields. ``words`` ``(g, 26)`` holds the first 8 bytes of each
+    sparse field as a little-endian uint64, ``lengths`` ``(g, 26)`` its length.
+    """
+
+    lines: np.ndarray
+    numbers: dict[str, tuple[np.ndarray, np.ndarray]]
+    words: np.ndarray
+    lengths: np.ndarray
+
+
+@dataclass
+class _Lines:
+    """The lines of one chunk, split into fields by byte offsets.
+
+    ``good`` holds the numbers of the ``g`` lines with the layout's field
+    count; ``starts`` and ``ends`` ``(g, num_fields)`` are the byte offsets of
+    their fields in ``buf``. ``for_csv`` holds the bytes of those lines only
+    (blank ones aside, which read_csv skips). Lines with another field count
+    are ``wrong_lines``, with ``wrong_counts`` fields.
+    """
+
+    buf: np.ndarray
+    good: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    for_csv: np.ndarray
+    wrong_lines: np.ndarray
+    wrong_counts: np.ndarray
+    header_seen: bool
+
+
+def _iter_batches(
+    path: str,
+    layout: Layout,
+    on_bad_lines: str,
+    chunk_rows: int,
+    skipped: SkipCounter | None,
+) -> Iterator[RawBatch]:
+    log = _FaultLog(path)
+    local = SkipCounter()
+    header_pending = layout.has_header
+    pending: list[RawBatch] = []
+    rows = 0
+    for first_line, block, ends_batch in _pieces(path, chunk_rows):
+        lines = _split_lines(block, first_line, layout, header_pending)
+        header_pending = header_pending and not lines.header_seen
+        if len(lines.good) or len(lines.wrong_lines):
+            parsed = _parse_lines(path, lines, layout)
+            batch, bad, columns = _validate(parsed)
+            if on_bad_lines == "error":
+                log.add_wrong_counts(lines, layout.num_fields)
+                log.add(parsed.lines, bad, columns, _file_text(lines, layout))
+            else:
+                for counter in (local, skipped):
+                    if counter is not None:
+                        _count_skipped(counter, lines, bad, columns)
+                batch = batch.take(~bad.any(1)) if bad.any() else batch
+            pending.append(batch)
+
+        if log.total:  # "error" and a bad line seen: yield nothing more
+            pending = []
+        if ends_batch and pending:
+            batch = RawBatch.concat(pending) if len(pending) > 1 else pending[0]
+            pending = []
+            if len(batch):
+                rows += len(batch)
+                yield batch
+
+    if log.total:
+        raise log.error()
+    logger.info("%s: read %d rows", path, rows)
+    if local.total:
+        logger.warning("%s: %s", path, local.summary())
+
+
+def _pieces(path: str, chunk_rows: int) -> Iterator[tuple[int, bytes, bool]]:
+    """``(first line number, bytes, ends_batch)`` of runs of whole lines.
+
+    Each run ends with a newline (one is added at the end of the file when
+    missing) and holds at most ``_PIECE_ROWS`` lines, which keeps the arrays
+    of one parse within the CPU caches; ``ends_batch`` marks every run that
+    ends a batch of ``chunk_rows`` lines (and the last one).
+    """
+    piece_rows = min(chunk_rows, _PIECE_ROWS)
+    line, batch_left = 1, chunk_rows
+    pending = b""
+    with _open(path) as f:
+        while True:
+            data = _read(f, path)
+            pending += data
+            if not data and pending and not pending.endswith(b"\n"):
+                pending += b"\n"
+            newlines = np.flatnonzero(np.frombuffer(pending, np.uint8) == _NL)
+
+            start, used = 0, 0
+            while used + min(piece_rows, batch_left) <= len(newlines):
+                take = min(piece_rows, batch_left)
+                cut = int(newlines[used + take - 1]) + 1
+                batch_left -= take
+                yield line, pending[start:cut], batch_left == 0
+                batch_left = batch_left or chunk_rows
+                line, used, start = line + take, used + take, cut
+            pending = pending[start:]
+            if not data:  # the end: always close the last batch, even if empty
+                yield line, pending, True
+                return
+
+
+def _split_lines(
+    block: bytes, first_line: int, layout: Layout, header_pending: bool
+) -> _Lines:
+    """Find every line and field of ``block`` with numpy, without a row loop."""
+    buf = np.frombuffer(block, np.uint8)
+    ends_nl = np.flatnonzero(buf == _NL)
+    after_cr = ends_nl[ends_nl > 0]
+    crs = after_cr[buf[after_cr - 1] == _CR] - 1
+    if len(crs):  # CRLF: drop the '\r' before each '\n'
+        buf = np.delete(buf, crs)
+    padded = np.zeros(len(buf) + 8, dtype=np.uint8)  # room for 8-byte reads
+    padded[: len(buf)] = buf
+
+    bounds = np.flatnonzero((buf == ord(layout.separator)) | (buf == _NL))
+    nl_index = np.flatnonzero(buf[bounds] == _NL)
+    ends_nl = bounds[nl_index]
+    line_starts = np.zeros_like(ends_nl)
+    line_starts[1:] = ends_nl[:-1] + 1
+    counts = np.diff(nl_index, prepend=-1)  # fields per line
+    numbers = first_line + np.arange(len(ends_nl), dtype=np.int64)
+
+    content = ends_nl > line_starts
+    header_seen = bool(header_pending and content.any())
+    header_end = 0
+    if header_seen:
+        header = np.argmax(content)
+        content[header] = False
+        header_end = ends_nl[header] + 1
+    fits = counts == layout.num_fields
+    good, wrong = content & fits, content & ~fits
+
+    offsets = np.arange(1 - layout.num_fields, 1)
+    ends = bounds[nl_index[good][:, None] + offsets]  # (g, num_fields)
+    starts = np.empty_like(ends)
+    starts[:, 0] = line_starts[good]
+    starts[:, 1:] = ends[:, :-1] + 1
+
+    if wrong.any():
+        for_csv = buf[np.repeat(good, ends_nl - line_starts + 1)]
+    else:
+        for_csv = buf[header_end:]
+    return _Lines(
+        buf=padded,
+        good=numbers[good],
+        starts=starts,
+        ends=ends,
+        for_csv=for_csv,
+        wrong_lines=numbers[wrong],
+        wrong_counts=counts[wrong],
+        header_seen=header_seen,
+    )
+
+
+def _parse_lines(path: str, lines: _Lines, layout: Layout) -> _Parsed:
+    """Numbers by ``pandas.read_csv``; sparse fields by one 8-byte gather each."""
+    position = {name: i for i, name in enumerate(layout.columns)}
+    lengths = lines.ends - lines.starts  # (g, num_fields)
+
+    sparse_at = [position[c] for c in SPARSE_FEATURES]
+    words_at = np.ndarray(
+        shape=(len(lines.buf) - 7,), dtype="<u8", buffer=lines.buf, strides=(1,)
+    )  # words_at[k]: the 8 bytes from offset k, unaligned
+    words = words_at[lines.starts[:, sparse_at]]  # (g, 26)
+
+    names = [c for c in (ID, LABEL, *DENSE_FEATURES) if c in position]
+    at = {position[c]: c for c in names}
+    numbers = _read_numbers(path, lines, layout.separator, at)
+    return _Parsed(
+        lines=lines.good,
+        numbers={n: (numbers[n], lengths[:, position[n]] > 0) for n in names},
+        words=words,
+        lengths=lengths[:, sparse_at],
+    )
+
+
+def _read_numbers(
+    path: str, lines: _Lines, separator: str, at: dict[int, str]
+) -> dict[str, np.ndarray]:
+    """Id, label and dense columns of the good lines, by ``pandas.read_csv``;
+    ``at`` maps field positions to column names.
+
+    The fast path has the C parser make the numbers; a chunk where some field
+    is not a number is read again as text, which ``pd.to_numeric`` coerces.
+    """
+    g = len(lines.good)
+    if not g:
+        return {name: np.empty(0) for name in at.values()}
+
+    def read(dtype: dict) -> pd.DataFrame:
+        return pd.read_csv(
+            io.BytesIO(lines.for_csv.tobytes()),
+            sep=separator,
+            header=None,
+            usecols=list(at),
+            dtype=dtype,
+            engine="c",
+            keep_default_na=False,
+            na_values=[""],
+            quoting=csv.QUOTE_NONE,
+            lineterminator="\n",
+            encoding_errors="replace",
+        )
+
+    fast = {p: np.int64 if n == ID else np.float64 for p, n in at.items()}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            frame = read(fast)
+        columns = {n: frame[p].to_numpy() for p, n in at.items()}
+    except (ValueError, OverflowError) as err:
+        # Not a failure: some field is not a number, and validation will say
+        # which; the text path keeps the good values of this chunk.
+        logger.debug("%s: from line %d: %s; reading as text", path, lines.good[0], err)
+        frame = read(dict.fromkeys(at, str))
+        columns = {n: _numbers_from_column(frame[p])[0] for p, n in at.items()}
+
+    if len(frame) != g:
+        raise RuntimeError(
+            f"{path}: internal error: read_csv found {len(frame)} rows where the "
+            f"scan found {g} (lines {lines.good[0]}..{lines.good[-1]})"
+        )
+    return columns
+
+
+def _file_text(lines: _Lines, layout: Layout):
+    """A function giving the text of one field of a parsed line, for messages."""
+    position = {name: i for i, name in enumerate(layout.columns)}
+
+    def text(row: int, name: str) -> str:
+        start = lines.starts[row, position[name]]
+        end = lines.ends[row, position[name]]
+        return lines.buf[start:end].tobytes().decode("utf-8", errors="replace")
+
+    return text
+
+
+# --- validation, shared by files and frames ----------------------------------
+
+
+def _validate(parsed: _Parsed) -> tuple[RawBatch, np.ndarray, tuple[str, ...]]:
+    """The batch of all parsed rows, and which of their columns are bad.
+
+    Returns the batch (bad values replaced by missing ones), a ``(g, k)`` bool
+    matrix of faults and the ``k`` column names it refers to, in the order Id,
+    label, I1..I13, C1..C26 (those present).
+    """
+    g = len(parsed.lines)
+    columns, faults = [], []
+
+    ids = parsed.lines
+    if ID in parsed.numbers:
+        ids, bad = _check_ids(*parsed.numbers[ID])
+        columns.append(ID)
+        faults.append(bad)
+
+    labels = None
+    if LABEL in parsed.numbers:
+        values, present = parsed.numbers[LABEL]
+        bad = ~present | ((values != 0) & (values != 1))
+        labels = np.where(bad, 0, values).astype(np.float32)
+        columns.append(LABEL)
+        faults.append(bad)
+
+    dense = np.empty((g, NUM_DENSE), dtype=np.float64)
+    for j, name in enumerate(DENSE_FEATURES):
+        values, present = parsed.numbers[name]
+        values = values.astype(np.float64, copy=False)
+        with np.errstate(invalid="ignore"):
+            bad = present & ~(np.isfinite(values) & (values == np.floor(values)))
+        dense[:, j] = np.where(present & ~bad, values, np.nan)
+        faults.append(bad)
+    columns += DENSE_FEATURES
+
+    keys, bad = _sparse_keys(parsed.words.reshape(-1), parsed.lengths.reshape(-1))
+    faults += list(bad.reshape(g, NUM_SPARSE).T)
+    columns += SPARSE_FEATURES
+
+    batch = RawBatch(
+        labels=labels,
+        dense=dense,
+        sparse=keys.reshape(g, NUM_SPARSE),
+        ids=ids,
+        lines=parsed.lines,
+    )
+    return batch, np.stack(faults, 1), tuple(columns)
+
+
+def _check_ids(values: np.ndarray, present: np.ndarray):
+    """``(g,)`` int64 ids and the mask of bad ones (missing or not integral)."""
+    if values.dtype.kind in "iu":
+        bad = ~present | (values > np.iinfo(np.int64).max)
+        return np.where(bad, 0, values).astype(np.int64), bad
+    values = values.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        integral = np.isfinite(values) & (values == np.floor(values))
+        bad = ~present | ~integral | (np.abs(values) >= 2.0**63)
+    return np.where(bad, 0, values).astype(np.int64), bad
+
+
+def _sparse_keys(words: np.ndarray, lengths: np.ndarray):
+    """Keys of ``m`` hex fields, each given as its length and the little-endian
+    uint64 of its first 8 bytes (any bytes past its end).
+
+    Returns ``(m,)`` int64 keys, ``MISSING_KEY`` where a field is empty or bad,
+    and the ``(m,)`` mask of bad fields (longer than 8, or not hex digits).
+    """
+    short = np.minimum(lengths, 8)
+    keep = _KEEP[short]
+    words = (words & keep) | (_ZEROS & ~keep)  # pad with "0" digits
+    pairs = _HEX_PAIR[words.astype("<u8", copy=False).view("<u2")]  # (4 m,)
+    bad = (lengths > 8) | (pairs.view(np.uint64) & _NOT_HEX_LANES != 0)
+
+    keys = pairs.astype(np.uint8).view(">u4").astype(np.int64)  # (m,)
+    keys >>= 4 * (8 - short)  # drop the padding digits
+    keys[(lengths == 0) | bad] = MISSING_KEY
+    return keys, bad
+
+
+def _numbers_from_column(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, present)`` of a column of numbers or of text (read_csv's, or
+    a frame's); values are nan where a present value is not a number."""
+    if column.isna().all() or (
+        pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+    ):
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        if column.dtype.kind in "iu" and not column.hasnans:
+            values = column.to_numpy()  # exact, e.g. for a large Id
+        return values, ~np.isnan(values.astype(np.float64))
+
+    missing = column.isna().to_numpy() | column.eq("").to_numpy(dtype=bool)
+    numbers = pd.to_numeric(column.where(~missing), errors="coerce")
+    if numbers.dtype.kind in "iu":
+        return numbers.to_numpy(), ~missing
+    return numbers.to_numpy(dtype=np.float64, na_value=np.nan), ~missing
+
+
+def _sparse_words_from_column(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``(words, lengths)`` of a frame column, as ``_sparse_keys`` takes them."""
+    if pd.api.types.is_float_dtype(column):
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            integral = np.isfinite(values) & (values == np.floor(values))
+        digits = np.where(integral, values, 0).astype(np.int64).astype(str)
+        text = np.where(np.isnan(values), "", np.where(integral, digits, "?"))
+    else:
+        text = column.astype(object).where(column.notna(), "").astype(str)
+        text = text.to_numpy().astype(str)
+    lengths = np.strings.str_len(text).astype(np.int64)
+    raw = np.strings.encode(text, "ascii", "replace").astype("S8")  # non-ASCII: ?
+    return np.frombuffer(raw.tobytes(), dtype="<u8").copy(), lengths
+
+
+def _count_skipped(
+    counter: SkipCounter, lines: _Lines, bad: np.ndarray, columns: tuple[str, ...]
+) -> None:
+    """Count each bad line once, under the reason of its first faulty column."""
+    counter.add("field_count", len(lines.wrong_lines))
+    if not bad.any():
+        return
+    first = bad[bad.any(1)].argmax(1)
+    counts = np.bincount(first, minlength=len(columns))
+    for column, count in zip(columns, counts, strict=True):
+        counter.add(_reason(column), int(count))
+
+
+def _reason(column: str) -> str:
+    if column == LABEL:
+        return "bad_label"
+    if column in SPARSE_FEATURES:
+        return "bad_sparse_value"
+    return "not_integer"
+
+
+def _detail(column: str, text: str) -> str:
+    if column == LABEL:
+        return "missing; expected 0 or 1" if not text else f"{text!r} is not 0 or 1"
+    if column in SPARSE_FEATURES:
+        return f"{text!r} is not 1 to 8 hex digits"
+    if not text:
+        return "missing; expected an integer"
+    return f"{text!r} is not an integer"
+
+
+class _FaultLog:
+    """The faults found so far: the first ``MAX_LISTED`` as ``BadLine``s, and
+    counts of all bad lines and faults."""
+
+    def __init__(self, path: str, fix: str | None = None) -> None:
+        self.path = path
+        self.fix = fix
+        self.listed: list[BadLine] = []
+        self.total = 0
+        self.num_faults = 0
+
+    def add(self, lines: np.ndarray, bad: np.ndarray, columns, text) -> None:
+        """Count the faults ``bad`` ``(g, k)`` of the parsed ``lines``; ``text``
+        gives the text of a field for the message."""
+        if not bad.any():
+            return
+        rows, cols = np.nonzero(bad)  # row-major: by line, then column
+        self.total += int(bad.any(1).sum())
+        self.num_faults += len(rows)
+        for row, col in zip(rows[:MAX_LISTED], cols[:MAX_LISTED], strict=True):
+            name = columns[col]
+            detail = _detail(name, text(row, name))
+            line = int(lines[row])
+            self.listed.append(BadLine(self.path, line, name, _reason(name), detail))
+        self._trim()
+
+    def add_wrong_counts(self, split: _Lines, num_fields: int) -> None:
+        """Count the lines of ``split`` whose field count is wrong."""
+        self.total += len(split.wrong_lines)
+        self.num_faults += len(split.wrong_lines)
+        wrong = zip(split.wrong_lines, split.wrong_counts, strict=True)
+        for line, count in itertools.islice(wrong, MAX_LISTED):
+            detail = f"expected {num_fields} fields, found {count}"
+            self.listed.append(
+                BadLine(self.path, int(line), None, "field_count", detail)
+            )
+        self._trim()
+
+    def _trim(self) -> None:
+        # Each add lists at most MAX_LISTED faults of its chunk, all after those
+        # of earlier chunks, so sorting and cutting keeps the first ones overall.
+        self.listed.sort(key=lambda b: b.line)  # stable: columns stay in order
+        del self.listed[MAX_LISTED:]
+
+    def error(self) -> BadLinesError:
+        extra = {} if self.fix is None else {"fix": self.fix}
+        return BadLinesError(self.listed, self.total, self.num_faults, **extra)
+
+
+# --- small helpers -----------------------------------------------------------
+
+
+def _check_args(
+    path: str | os.PathLike,
+    fmt: str,
+    on_bad_lines: str,
+    chunk_rows: int,
+    skipped: SkipCounter | None,
+) -> tuple[str, Layout]:
+    """The path as a string and the file's layout, after checking every argument."""
+    path = _check_path(path)
+    fmt = _check_fmt(fmt)
+    check_on_bad_lines(on_bad_lines)
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int):
+        raise TypeError(f"chunk_rows: expected an int, got {type(chunk_rows)}")
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows: got {chunk_rows}; expected an int >= 1")
+    if skipped is not None and not isinstance(skipped, SkipCounter):
+        raise TypeError(f"skipped: expected a SkipCounter or None, got {skipped!r}")
+    return path, detect_layout(path, fmt)
+
+
+def _check_path(path: str | os.PathLike) -> str:
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path: expected a str or os.PathLike, got {type(path)}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"path: no such file: {os.fspath(path)}")
+    return os.fspath(path)
+
+
+def _check_fmt(fmt: object) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt: got {fmt!r}; accepted: {', '.join(FORMATS)}")
+    return fmt
+
+
+def _open(path: str) -> BinaryIO:
+    """The file for reading bytes, gunzipped when it starts with gzip magic."""
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    return gzip.open(path, "rb") if magic == _GZIP_MAGIC else open(path, "rb")
+
+
+def _read(f: BinaryIO, path: str, size: int = _READ_SIZE) -> bytes:
+    try:
+        return f.read(size)
+    except _GZIP_ERRORS as err:
+        raise ValueError(f"{path}: not a readable gzip stream: {err}") from err
+
+
+def _first_line(path: str) -> tuple[int, str] | None:
+    """``(number, text)`` of the first non-blank line, or ``None``."""
+    with _open(path) as f:
+        try:
+            for number, raw in enumerate(f, start=1):
+                line = raw.removesuffix(b"\n").removesuffix(b"\r")
+                if line:
+                    return number, line.decode("utf-8", errors="replace")
+        except _GZIP_ERRORS as err:
+            raise ValueError(f"{path}: not a readable gzip stream: {err}") from err
+    return None
+
+
+def _header_layout(path: str, number: int, text: str, separator: str) -> Layout:
+    """The layout a header line names; ValueError when it is not a header."""
+    names = [n.strip().lower() for n in text.removeprefix("\ufeff").split(separator)]
+    unknown = [n for n in names if n not in _CANONICAL]
+    columns = tuple(_CANONICAL.get(n, n) for n in names)
+    missing = [c for c in _FEATURES if c not in columns]
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    problem = (
+        f"unknown column names {unknown}"
+        if unknown
+        else f"repeated columns {repeated}"
+        if repeated
+        else f"missing columns {missing}"
+        if missing
+        else None
+    )
+    if problem:
+        raise ValueError(
+            f"{path}:{number}: not a Criteo header ({problem}) in {_clip(text)}; "
+            f"expected {_HEADER_EXAMPLE}, 'label,I1,...,C26' or 'Id,I1,...,C26'"
+        )
+    return Layout(separator, True, ID in columns, LABEL in columns, columns)
+
+
+def _frame_columns(frame: pd.DataFrame) -> dict[str, object]:
+    """Canonical name -> frame column label, matched case-insensitively."""
+    found: dict[str, object] = {}
+    for label in frame.columns:
+        name = _CANONICAL.get(str(label).strip().lower())
+        if name is None:
+            continue
+        if name in found:
+            raise ValueError(
+                f"frame: columns {found[name]!r} and {label!r} both name {name}; "
+                "keep one"
+            )
+        found[name] = label
+    missing = [c for c in _FEATURES if c not in found]
+    if missing:
+        raise ValueError(
+            f"frame: missing columns {missing}; expected I1..I13 and C1..C26 "
+            "(any case), with optional label and Id"
+        )
+    return found
+
+
+def _empty_batch(labeled: bool) -> RawBatch:
+    return RawBatch(
+        labels=np.empty(0, dtype=np.float32) if labeled else None,
+        dense=np.empty((0, NUM_DENSE), dtype=np.float64),
+        sparse=np.empty((0, NUM_SPARSE), dtype=np.int64),
+        ids=np.empty(0, dtype=np.int64),
+        lines=np.empty(0, dtype=np.int64),
+    )
+
+
+def _clip(text: str, width: int = 60) -> str:
+    return repr(text if len(text) <= width else text[:width] + "...")

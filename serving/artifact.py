@@ -1,0 +1,145 @@
+"""The model artifact: one folder of safetensors weights and JSON, no pickle.
+
+Layout::
+
+    model.json              format, version, model shape, training settings
+    model.safetensors       the network's tensors (fp32)
+    encoder.json            the encoder's settings and dense statistics
+    vocabulary.safetensors  the vocabularies as int32 key arrays
+
+This module is the one reader and writer of that layout.
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ctr.config import ModelConfig
+from ctr.wide_deep import WideDeep
+from data.encoder import Encoder
+
+logger = logging.getLogger(__name__)
+
+MODEL_FORMAT = "slimctr-model"
+MODEL_VERSION = 1
+MODEL_JSON = "model.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class ArtifactError(ValueError):
+    """An artifact folder is missing, incomplete or not slimctr's."""
+
+
+@dataclass
+class Artifact:
+    model: WideDeep
+    encoder: Encoder
+    metadata: dict = field(default_factory=dict)
+
+
+def save_artifact(
+    folder: str | Path, model: WideDeep, encoder: Encoder, metadata: dict | None = None
+) -> Path:
+    """Write ``model`` and ``encoder`` into ``folder`` (created if needed)."""
+    if model.num_embeddings != encoder.num_embeddings:
+        raise ValueError(
+            "model and encoder disagree on vocabulary sizes: "
+            f"{model.num_embeddings} vs {encoder.num_embeddings}"
+        )
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    description = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_VERSION,
+        "model": {
+            "embedding_dim": model.config.embedding_dim,
+            "hidden_units": list(model.config.hidden_units),
+            "dropout": model.config.dropout,
+        },
+        "num_embeddings": list(model.num_embeddings),
+        "num_dense": model.num_dense,
+        "metadata": metadata or {},
+    }
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_FILE))
+    encoder.save(folder)
+    (folder / MODEL_JSON).write_text(json.dumps(description, indent=1))
+    return folder
+
+
+def _read_description(folder: Path) -> dict:
+    path = folder / MODEL_JSON
+    if not folder.is_dir():
+        raise ArtifactError(f"--model: {folder} is not a folder")
+    try:
+        description = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise ArtifactError(
+            f"{path}: not found; is {folder} a slimctr artifact folder?"
+        ) from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(description, dict) or description.get("format") != MODEL_FORMAT:
+        raise ArtifactError(f"{path}: not a slimctr model description")
+    if description.get("format_version") != MODEL_VERSION:
+        raise ArtifactError(
+            f"{path}: format_version {description.get('format_version')!r} is not "
+            f"supported; this slimctr reads version {MODEL_VERSION}"
+        )
+    return description
+
+
+def load_artifact(folder: str | Path) -> Artifact:
+    """Read an artifact folder; every file is parsed without unpickling."""
+    folder = Path(folder)
+    description = _read_description(folder)
+    try:
+        config = ModelConfig(
+            embedding_dim=description["model"]["embedding_dim"],
+            hidden_units=tuple(description["model"]["hidden_units"]),
+            dropout=description["model"]["dropout"],
+        )
+        model = WideDeep(
+            config, description["num_embeddings"], description["num_dense"]
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise ArtifactError(
+            f"{folder / MODEL_JSON}: bad model description ({err})"
+        ) from err
+
+    weights_path = folder / WEIGHTS_FILE
+    try:
+        state = load_file(str(weights_path))
+    except FileNotFoundError as err:
+        raise ArtifactError(f"{weights_path}: not found") from err
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ArtifactError(
+            f"{weights_path}: not a valid safetensors file ({err}); slimctr never "
+            "loads pickled weights"
+        ) from err
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != found:
+        wrong = sorted(set(expected.items()) ^ set(found.items()))[:5]
+        raise ArtifactError(f"{weights_path}: tensors do not match model.json: {wrong}")
+    model.load_state_dict(state)
+    model.eval()
+
+    try:
+        encoder = Encoder.load(folder)
+    except (FileNotFoundError, ValueError) as err:
+        raise ArtifactError(str(err)) from err
+    if encoder.num_embeddings != model.num_embeddings:
+        raise ArtifactError(f"{folder}: encoder vocabularies do not match the model")
+    return Artifact(model, encoder, description.get("metadata", {}))
+
+
+def artifact_bytes(folder: str | Path) -> dict[str, int]:
+    """Size of each file in the artifact folder, and ``total``."""
+    folder = Path(folder)
+    sizes = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+    return {**sizes, "total": sum(sizes.values())}

@@ -1,0 +1,3 @@
+"""slimctr: CTR models that get smaller and faster, measured by AUC."""
+
+__version__ = "0.1.0"

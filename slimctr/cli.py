@@ -1,0 +1,716 @@
+"""The ``slimctr`` command line: one subcommand per stage, and ``run`` for all.
+
+Only this module prints, draws progress bars and configures logging.
+"""
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from data.criteo import FORMATS, iter_criteo
+from tqdm import tqdm
+
+from compression.importance import NORMS
+from compression.prune import SCHEDULES, PruneConfig
+from ctr.config import Config, config_to_dict, load_config
+from ctr.metrics import evaluate
+from data.bad_lines import ON_BAD_LINES, BadLinesError, SkipCounter
+from data.encoder import Encoder
+from data.split import Split
+from data.synth import proba_path_for, read_proba, write_synthetic
+from serving.artifact import ArtifactError, artifact_bytes, load_artifact, save_artifact
+from serving.bench import benchmark
+from serving.scorer import Scorer
+from slimctr import __version__, pipeline
+from slimctr.cache import load_cache, save_cache
+from slimctr.dataset import load_dataset
+from slimctr.report import summary_table, write_report
+
+logger = logging.getLogger("slimctr")
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "baseline.toml"
+DEFAULT_SYNTH_ROWS = 200_000
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from err
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from err
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 1), got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from err
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _split(text: str) -> Split:
+    try:
+        return Split.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch intra-op threads (default: torch's choice, usually all cores)",
+    )
+
+
+def _add_reading(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="auto",
+        help="input layout; auto detects it from the header or first line",
+    )
+    parser.add_argument(
+        "--on-bad-lines",
+        choices=ON_BAD_LINES,
+        default="error",
+        help="error: stop and list every bad line; skip: drop and count them",
+    )
+
+
+def _add_training(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help=f"TOML file with [encoder], [model], [train] (default: {DEFAULT_CONFIG.name})",
+    )
+    parser.add_argument("--epochs", type=_positive_int, help="override train.epochs")
+    parser.add_argument("--seed", type=int, help="override train.seed")
+
+
+def _add_pruning(parser: argparse.ArgumentParser) -> None:
+    defaults = PruneConfig()
+    parser.add_argument(
+        "--max-auc-drop",
+        type=_non_negative,
+        default=defaults.max_auc_drop,
+        help="largest validation AUC loss accepted against the uncompressed model "
+        f"(default {defaults.max_auc_drop})",
+    )
+    parser.add_argument(
+        "--neuron-sparsity",
+        type=_share,
+        default=defaults.neuron_sparsity,
+        help="final share of hidden neurons removed "
+        f"(default {defaults.neuron_sparsity})",
+    )
+    parser.add_argument(
+        "--row-sparsity",
+        type=_share,
+        default=defaults.row_sparsity,
+        help="final share of vocabulary rows folded into oov "
+        f"(default {defaults.row_sparsity})",
+    )
+    parser.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=defaults.steps,
+        help=f"prune -> fine-tune rounds (default {defaults.steps})",
+    )
+    parser.add_argument(
+        "--neuron-threshold",
+        type=_non_negative,
+        help="λ mode: remove neurons whose importance is at most this, in one step",
+    )
+    parser.add_argument(
+        "--row-threshold",
+        type=_non_negative,
+        help="λ mode: fold vocabulary rows whose importance is at most this",
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default=defaults.schedule,
+        help="sparsity schedule: agp (cubic ramp) or one-shot",
+    )
+    parser.add_argument(
+        "--norm",
+        choices=NORMS,
+        default=defaults.norm,
+        help="importance norm for neurons and rows",
+    )
+    parser.add_argument(
+        "--fine-tune-epochs",
+        type=_positive_int,
+        default=defaults.fine_tune_epochs,
+        help=f"epochs of fine-tuning after each step (default {defaults.fine_tune_epochs})",
+    )
+
+
+def _prune_config(args: argparse.Namespace) -> PruneConfig:
+    return PruneConfig(
+        neuron_sparsity=args.neuron_sparsity,
+        row_sparsity=args.row_sparsity,
+        steps=args.steps,
+        schedule=args.schedule,
+        norm=args.norm,
+        neuron_threshold=args.neuron_threshold,
+        row_threshold=args.row_threshold,
+        fine_tune_epochs=args.fine_tune_epochs,
+        max_auc_drop=args.max_auc_drop,
+    )
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config).with_overrides(epochs=args.epochs, seed=args.seed)
+
+
+def _print_json(payload: dict) -> None:
+    print(json.dumps(payload, indent=1, default=str))
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    with tqdm(total=args.rows, unit="row", unit_scale=True, desc="synth") as bar:
+        summary = write_synthetic(
+            args.out, args.rows, seed=args.seed, progress=bar.update
+        )
+    print(
+        f"wrote {summary.rows:,} synthetic rows to {summary.path} and true "
+        f"probabilities to {summary.proba_path}\n"
+        f"click rate {summary.click_rate:.4f}, oracle AUC {summary.oracle_auc:.4f}"
+    )
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    min_count = args.min_count or load_config(args.config).min_count
+    dataset = load_dataset(args.data, args.split, args.format, args.on_bad_lines)
+    encoded = pipeline.fit_encoder(dataset, min_count)
+    save_cache(args.out, dataset, encoded)
+    print(
+        f"prepared {dataset.rows:,} rows from {args.data} into {args.out} "
+        f"(min_count {min_count}, vocabulary rows "
+        f"{sum(len(v) for v in encoded.encoder.vocabularies):,}); "
+        f"{dataset.skipped.summary()}"
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.cache is not None:
+        encoded, data_info = load_cache(args.cache)
+        if encoded.encoder.min_count != config.min_count:
+            logger.warning(
+                "the cache was encoded with min_count %d; the config's %d is ignored",
+                encoded.encoder.min_count,
+                config.min_count,
+            )
+    else:
+        dataset = load_dataset(args.data, args.split, args.format, args.on_bad_lines)
+        encoded = pipeline.fit_encoder(dataset, config.min_count)
+        data_info = dataset.describe()
+
+    started = time.perf_counter()
+    result = pipeline.train_baseline(config, encoded, progress=True)
+    elapsed = time.perf_counter() - started
+    metadata = {
+        "config": config_to_dict(config),
+        "data": data_info,
+        "best_valid": result.best_valid.as_dict(),
+    }
+    save_artifact(args.out, result.model, encoded.encoder, metadata)
+    summary = {
+        "samples_per_s": result.samples_per_s,
+        "epochs": result.epochs_run,
+        "batch_size": config.train.batch_size,
+        "best_valid_auc": result.best_valid.auc,
+        "best_valid": result.best_valid.as_dict(),
+        "seconds": elapsed,
+        "threads": torch.get_num_threads(),
+        "history": result.history,
+    }
+    (Path(args.out) / "train.json").write_text(json.dumps(summary, indent=1))
+    print(
+        f"trained in {elapsed:.1f} s ({result.epochs_run} epochs, "
+        f"{result.samples_per_s:,.0f} rows/s); best valid AUC "
+        f"{result.best_valid.auc:.4f}, logloss {result.best_valid.logloss:.4f}; "
+        f"artifact in {args.out}"
+    )
+    return 0
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    artifact = load_artifact(args.model)
+    config = Config(
+        min_count=artifact.encoder.min_count,
+        train=load_config(args.config).train,
+    ).with_overrides(seed=args.seed)
+    split = args.split or Split(
+        *artifact.metadata.get("data", {})
+        .get("split", {})
+        .get("fractions", (0.8, 0.1, 0.1))
+    )
+    dataset = load_dataset(args.data, split, args.format, args.on_bad_lines)
+    encoded = pipeline.encode(dataset, artifact.encoder)
+    result = pipeline.compress(
+        artifact.model, encoded, _prune_config(args), config, progress=True
+    )
+    steps = [s.as_dict() for s in result.steps]
+    metadata = {
+        **artifact.metadata,
+        "compression": {
+            "config": vars(_prune_config(args)),
+            "steps": steps,
+            "chosen_step": result.chosen_step,
+        },
+    }
+    save_artifact(args.out, result.model, result.encoder, metadata)
+    (Path(args.out) / "compress.json").write_text(
+        json.dumps({"steps": steps, "chosen_step": result.chosen_step}, indent=1)
+    )
+    from slimctr.report import steps_table
+
+    print(steps_table(steps))
+    print(
+        f"chose step {result.chosen_step}; artifact in {args.out} "
+        f"({artifact_bytes(args.out)['total']:,} bytes)"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    scorer = Scorer.load(args.model)
+    skipped = SkipCounter()
+    labels, scores = [], []
+    for batch in iter_criteo(
+        args.data, args.format, args.on_bad_lines, skipped=skipped
+    ):
+        if batch.labels is None:
+            raise ValueError(f"{args.data}: has no label column; evaluate needs labels")
+        labels.append(batch.labels)
+        scores.append(scorer.predict_raw(batch))
+    if not labels:
+        raise ValueError(f"{args.data}: no rows to evaluate")
+    metrics = evaluate(np.concatenate(labels), np.concatenate(scores))
+    payload = {
+        "model": str(args.model),
+        "data": str(args.data),
+        **metrics.as_dict(),
+        "skipped_lines": dict(skipped.counts),
+    }
+    _print_json(payload)
+    if skipped.total:
+        print(skipped.summary(), file=sys.stderr)
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    scorer = Scorer.load(args.model)
+    skipped = SkipCounter()
+    present = np.zeros(26)
+    oov = np.zeros(26)
+    rows = 0
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with (
+        open(tmp, "w") as handle,
+        tqdm(unit="row", unit_scale=True, desc="score") as bar,
+    ):
+        handle.write("id,probability\n")
+        for batch in iter_criteo(
+            args.input, args.format, args.on_bad_lines, skipped=skipped
+        ):
+            encoded = scorer.encode(batch)
+            probability = scorer.predict_encoded(encoded)
+            lines = np.char.add(
+                np.char.add(batch.ids.astype(str), ","),
+                np.char.mod("%.9g", probability),
+            )
+            handle.write("\n".join(lines.tolist()) + "\n" if len(lines) else "")
+            present += (encoded.sparse_ids != 0).sum(axis=0)
+            oov += (encoded.sparse_ids == 1).sum(axis=0)
+            rows += len(batch)
+            bar.update(len(batch))
+    tmp.replace(out)
+    print(f"scored {rows:,} rows into {out}; {skipped.summary()}")
+    rates = np.divide(oov, present, out=np.zeros(26), where=present > 0)
+    from data.schema import SPARSE_FEATURES
+
+    print(
+        "oov rate per field: "
+        + ", ".join(
+            f"{name} {rate:.1%}"
+            for name, rate in zip(SPARSE_FEATURES, rates, strict=True)
+        )
+    )
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    scorer = Scorer.load(args.model)
+    if args.data is not None:
+        from data.criteo import read_criteo
+
+        batch = read_criteo(args.data, args.format, args.on_bad_lines).batch
+        encoded = scorer.encode(batch)
+        source = str(args.data)
+    else:
+        encoded = _random_rows(scorer.encoder, rows=4096, seed=0)
+        source = "random in-vocabulary rows"
+    result = benchmark(scorer.model, encoded, latency_calls=args.calls)
+    from ctr.wide_deep import count_params
+
+    payload = {
+        "model": str(args.model),
+        "input": source,
+        "bytes": artifact_bytes(args.model),
+        "params": count_params(scorer.model),
+        "batch_1": {"p50_us": result.p50_us, "p99_us": result.p99_us},
+        "batch_4096": {"rows_per_s": result.rows_per_s},
+        "threads": result.threads,
+        "calls": result.calls,
+    }
+    _print_json(payload)
+    if args.json:
+        Path(args.json).write_text(json.dumps(payload, indent=1))
+    return 0
+
+
+def _random_rows(encoder: Encoder, rows: int, seed: int):
+    from data.encoder import EncodedBatch
+
+    rng = np.random.default_rng(seed)
+    sizes = np.array(encoder.num_embeddings)
+    sparse_ids = (rng.random((rows, len(sizes))) * sizes).astype(np.int64)
+    dense = rng.standard_normal((rows, 26)).astype(np.float32)
+    return EncodedBatch(sparse_ids, dense, None)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = _config(args)
+    synthetic = args.data is None
+    started = time.perf_counter()
+    if synthetic:
+        data_path = out / "data" / "synthetic.tsv"
+        print(
+            f"[1/5] no --data given: writing {args.rows:,} synthetic rows "
+            f"(seed {config.train.seed}) to {data_path}"
+        )
+        with tqdm(total=args.rows, unit="row", unit_scale=True, desc="synth") as bar:
+            write_synthetic(
+                data_path, args.rows, seed=config.train.seed, progress=bar.update
+            )
+    else:
+        data_path = Path(args.data)
+    print(f"[2/5] reading and encoding {data_path}")
+    dataset = load_dataset(data_path, args.split, args.format, args.on_bad_lines)
+    encoded = pipeline.fit_encoder(dataset, config.min_count)
+
+    print(
+        f"[3/5] training the baseline ({config.model.hidden_units}, "
+        f"embedding_dim {config.model.embedding_dim})"
+    )
+    trained = pipeline.train_baseline(config, encoded, progress=True)
+    metadata = {"config": config_to_dict(config), "data": dataset.describe()}
+    save_artifact(
+        out / "baseline",
+        trained.model,
+        encoded.encoder,
+        {**metadata, "best_valid": trained.best_valid.as_dict()},
+    )
+    print(f"      best valid AUC {trained.best_valid.auc:.4f}")
+
+    print("[4/5] compressing: prune -> fine-tune, validation AUC after each step")
+    prune_config = _prune_config(args)
+    pruned = pipeline.compress(
+        trained.model, encoded, prune_config, config, progress=True
+    )
+    steps = [s.as_dict() for s in pruned.steps]
+    save_artifact(
+        out / "compressed",
+        pruned.model,
+        pruned.encoder,
+        {
+            **metadata,
+            "compression": {"steps": steps, "chosen_step": pruned.chosen_step},
+        },
+    )
+
+    print("[5/5] scoring the test split and benchmarking both artifacts")
+    baseline = Scorer.load(out / "baseline")
+    compressed = Scorer.load(out / "compressed")
+    test_base = baseline.encode(dataset.test)
+    test_comp = compressed.encode(dataset.test)
+    report = {
+        "slimctr_version": __version__,
+        "data": {**dataset.describe(), "synthetic": synthetic},
+        "threads": torch.get_num_threads(),
+        "seed": config.train.seed,
+        "config": config_to_dict(config),
+        "max_auc_drop": prune_config.max_auc_drop,
+        "prune_config": vars(prune_config),
+        "baseline": {
+            **pipeline.summarise(baseline, out / "baseline", test_base),
+            "valid_auc": trained.best_valid.auc,
+            "train_samples_per_s": trained.samples_per_s,
+            "epochs": trained.epochs_run,
+        },
+        "compressed": {
+            **pipeline.summarise(compressed, out / "compressed", test_comp),
+            "valid_auc": pruned.steps[pruned.chosen_step].valid_auc,
+            "chosen_step": pruned.chosen_step,
+        },
+        "steps": steps,
+        "test_auc_drop": pipeline.compare(
+            baseline, compressed, dataset, seed=config.train.seed
+        ),
+        "bench": pipeline.bench_pair(baseline, compressed, dataset),
+    }
+    if synthetic:
+        report["oracle_test_auc"] = pipeline.oracle_auc(
+            read_proba(proba_path_for(data_path)), dataset
+        )
+    report["seconds"] = time.perf_counter() - started
+    json_path, md_path = write_report(report, out)
+
+    print()
+    print(summary_table(report))
+    drop = report["test_auc_drop"]
+    ratio = report["baseline"]["bytes"] / report["compressed"]["bytes"]
+    print(
+        f"\n{ratio:.1f}x fewer bytes; test AUC drop {drop['drop']:+.4f} "
+        f"(95% paired bootstrap [{drop['low']:+.4f}, {drop['high']:+.4f}])"
+    )
+    if synthetic:
+        print(f"oracle test AUC {report['oracle_test_auc']:.4f} (synthetic data)")
+    print(f"report: {json_path} and {md_path} ({report['seconds']:.0f} s)")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slimctr",
+        description="Train a wide & deep CTR model on Criteo-layout data, compress "
+        "it and measure what compression costs in AUC and buys in size and speed.",
+    )
+    parser.add_argument("--version", action="version", version=f"slimctr {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser(
+        "synth",
+        help="write synthetic Criteo-layout rows",
+        description="Write seeded synthetic rows in the DAC TSV "
+        "layout and their true click probabilities (FILE.proba).",
+    )
+    p.add_argument("--rows", type=_positive_int, required=True, help="rows to write")
+    p.add_argument("--out", type=Path, required=True, help="data file to write")
+    p.add_argument("--seed", type=int, default=0, help="sample seed (default 0)")
+    p.set_defaults(func=cmd_synth)
+
+    p = commands.add_parser(
+        "prepare",
+        help="validate, split and encode a file",
+        description="Read a labeled file, split it by position, "
+        "fit the encoder on the train split and write an encoded "
+        "cache folder.",
+    )
+    p.add_argument("--data", type=Path, required=True, help="labeled input file")
+    p.add_argument("--out", type=Path, required=True, help="cache folder to write")
+    p.add_argument(
+        "--split",
+        type=_split,
+        default=Split(),
+        help="train,valid,test fractions in file order (default 0.8,0.1,0.1)",
+    )
+    p.add_argument(
+        "--min-count",
+        type=_positive_int,
+        help="vocabulary cut-off (default: the config's)",
+    )
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="TOML config")
+    _add_reading(p)
+    p.set_defaults(func=cmd_prepare)
+
+    p = commands.add_parser(
+        "train",
+        help="train the wide & deep baseline",
+        description="Train on a prepared cache or a labeled file; "
+        "write an artifact folder and train.json.",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--cache", type=Path, help="folder written by slimctr prepare")
+    source.add_argument("--data", type=Path, help="labeled input file")
+    p.add_argument("--out", type=Path, required=True, help="artifact folder to write")
+    p.add_argument(
+        "--split",
+        type=_split,
+        default=Split(),
+        help="with --data: train,valid,test fractions (default 0.8,0.1,0.1)",
+    )
+    _add_training(p)
+    _add_reading(p)
+    _add_threads(p)
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser(
+        "compress",
+        help="prune and fine-tune a trained model",
+        description="Gradual structured pruning of a trained "
+        "artifact with fine-tuning, validation AUC after each step.",
+    )
+    p.add_argument("--model", type=Path, required=True, help="trained artifact folder")
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="the labeled file the model was trained on",
+    )
+    p.add_argument("--out", type=Path, required=True, help="artifact folder to write")
+    p.add_argument(
+        "--split",
+        type=_split,
+        default=None,
+        help="train,valid,test fractions (default: those used in training)",
+    )
+    _add_training(p)
+    _add_pruning(p)
+    _add_reading(p)
+    _add_threads(p)
+    p.set_defaults(func=cmd_compress)
+
+    p = commands.add_parser(
+        "evaluate",
+        help="AUC, logloss, calibration, NE on a file",
+        description="Score a labeled file with an artifact and "
+        "report AUC, logloss, calibration and normalized entropy.",
+    )
+    p.add_argument("--model", type=Path, required=True, help="artifact folder")
+    p.add_argument("--data", type=Path, required=True, help="labeled input file")
+    _add_reading(p)
+    _add_threads(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = commands.add_parser(
+        "score",
+        help="click probabilities for a file",
+        description="Write a CSV of id,probability, one row per "
+        "scored input row, in input order.",
+    )
+    p.add_argument("--model", type=Path, required=True, help="artifact folder")
+    p.add_argument("--input", type=Path, required=True, help="rows to score")
+    p.add_argument("--output", type=Path, required=True, help="CSV file to write")
+    _add_reading(p)
+    _add_threads(p)
+    p.set_defaults(func=cmd_score)
+
+    p = commands.add_parser(
+        "bench",
+        help="size, latency and throughput of an artifact",
+        description="Bytes by file, params, batch-1 latency "
+        "p50/p99 and batch-4096 rows/s, after warm-up.",
+    )
+    p.add_argument("--model", type=Path, required=True, help="artifact folder")
+    p.add_argument("--data", type=Path, help="rows to time (default: random ids)")
+    p.add_argument(
+        "--calls",
+        type=_positive_int,
+        default=2000,
+        help="timed batch-1 calls (default 2000)",
+    )
+    p.add_argument("--json", type=Path, help="also write the figures to this file")
+    _add_reading(p)
+    _add_threads(p)
+    p.set_defaults(func=cmd_bench)
+
+    p = commands.add_parser(
+        "run",
+        help="prepare -> train -> compress -> bench",
+        description="The whole pipeline: without --data it writes "
+        "and uses synthetic rows.",
+    )
+    p.add_argument("--data", type=Path, help="labeled input file (default: synthetic)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the run")
+    p.add_argument(
+        "--rows",
+        type=_positive_int,
+        default=DEFAULT_SYNTH_ROWS,
+        help=f"synthetic rows without --data (default {DEFAULT_SYNTH_ROWS:,})",
+    )
+    p.add_argument(
+        "--split",
+        type=_split,
+        default=Split(),
+        help="train,valid,test fractions in file order (default 0.8,0.1,0.1)",
+    )
+    _add_training(p)
+    _add_pruning(p)
+    _add_reading(p)
+    _add_threads(p)
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = (
+        logging.DEBUG
+        if args.verbose
+        else logging.WARNING
+        if args.quiet
+        else logging.INFO
+    )
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    try:
+        return args.func(args)
+    except BadLinesError as err:
+        print(f"slimctr {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (ArtifactError, FileNotFoundError, IsADirectoryError, ValueError) as err:
+        print(f"slimctr {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""The stages that the command line chains: train, compress, measure, compare.
+
+This is the one place that wires ``data``, ``ctr``, ``compression`` and
+``serving`` together.
+"""
+
+import logging
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from compression.prune import PruneConfig, PruneResult, prune_gradually
+from ctr.bootstrap import paired_auc_drop
+from ctr.config import Config
+from ctr.metrics import evaluate
+from ctr.train import TrainResult, fit
+from ctr.wide_deep import WideDeep, count_params
+from data.encoder import EncodedBatch, Encoder
+from data.schema import NUM_DENSE
+from serving.artifact import artifact_bytes, save_artifact
+from serving.bench import benchmark
+from serving.scorer import Scorer
+from slimctr.dataset import Dataset
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Encoded:
+    """A dataset's splits encoded by one encoder."""
+
+    encoder: Encoder
+    train: EncodedBatch
+    valid: EncodedBatch
+    test: EncodedBatch
+
+
+def encode(dataset: Dataset, encoder: Encoder) -> Encoded:
+    return Encoded(
+        encoder,
+        encoder.transform(dataset.train),
+        encoder.transform(dataset.valid),
+        encoder.transform(dataset.test),
+    )
+
+
+def fit_encoder(dataset: Dataset, min_count: int) -> Encoded:
+    """Fit on the training rows only, then encode every split."""
+    return encode(dataset, Encoder.fit(dataset.train, min_count=min_count))
+
+
+def train_baseline(
+    config: Config, encoded: Encoded, progress: bool = False
+) -> TrainResult:
+    torch.manual_seed(config.train.seed)
+    model = WideDeep(config.model, encoded.encoder.num_embeddings, 2 * NUM_DENSE)
+    return fit(model, encoded.train, encoded.valid, config.train, progress=progress)
+
+
+def measure_bytes(model: WideDeep, encoder: Encoder) -> int:
+    """Bytes on disk of the artifact that would hold ``model`` and ``encoder``."""
+    with tempfile.TemporaryDirectory(prefix="slimctr-size-") as folder:
+        save_artifact(folder, model, encoder)
+        return artifact_bytes(folder)["total"]
+
+
+def compress(
+    model: WideDeep,
+    encoded: Encoded,
+    prune_config: PruneConfig,
+    config: Config,
+    progress: bool = False,
+) -> PruneResult:
+    return prune_gradually(
+        model,
+        encoded.encoder,
+        encoded.train,
+        encoded.valid,
+        prune_config,
+        config.train,
+        measure_bytes,
+        progress=progress,
+    )
+
+
+def summarise(scorer: Scorer, folder, test: EncodedBatch) -> dict:
+    """Test metrics, size and parameter count of a saved artifact."""
+    scores = scorer.predict_encoded(test)
+    metrics = evaluate(test.labels, scores)
+    return {
+        "test_auc": metrics.auc,
+        "test_logloss": metrics.logloss,
+        "test_calibration": metrics.calibration,
+        "test_normalized_entropy": metrics.normalized_entropy,
+        "params": count_params(scorer.model),
+        "bytes": artifact_bytes(folder)["total"],
+        "bytes_by_file": artifact_bytes(folder),
+        "hidden_units": list(scorer.model.config.hidden_units),
+        "embedding_dim": scorer.model.config.embedding_dim,
+        "vocabulary_rows": sum(len(v) for v in scorer.encoder.vocabularies),
+    }
+
+
+def compare(
+    baseline: Scorer, compressed: Scorer, dataset: Dataset, seed: int = 0
+) -> dict:
+    """Paired bootstrap of the test AUC drop, each model on its own encoding."""
+    y_true = dataset.test.labels
+    interval = paired_auc_drop(
+        y_true,
+        baseline.predict_raw(dataset.test),
+        compressed.predict_raw(dataset.test),
+        seed=seed,
+    )
+    return interval.as_dict()
+
+
+def bench_pair(
+    baseline: Scorer, compressed: Scorer, dataset: Dataset, repeats: int = 5
+) -> dict:
+    """Latency and throughput of both models on the test rows.
+
+    The two are timed in alternation, ``repeats`` rounds each, and each figure
+    is the median over rounds, so a burst of load on the machine hits both.
+    """
+    scorers = {"baseline": baseline, "compressed": compressed}
+    encoded = {name: s.encode(dataset.test) for name, s in scorers.items()}
+    rounds: dict[str, list[dict]] = {name: [] for name in scorers}
+    for _ in range(repeats):
+        for name, scorer in scorers.items():
+            result = benchmark(scorer.model, encoded[name], latency_calls=1000)
+            rounds[name].append(result.as_dict())
+    summary = {}
+    for name, results in rounds.items():
+        summary[name] = {
+            key: float(np.median([r[key] for r in results]))
+            for key in ("p50_us", "p99_us", "rows_per_s")
+        }
+        summary[name].update(
+            repeats=repeats, threads=results[0]["threads"], batch_size=4096
+        )
+    return summary
+
+
+def oracle_auc(proba: np.ndarray, dataset: Dataset) -> float:
+    """AUC of the true click probabilities on the test rows (synthetic data)."""
+    test = dataset.test
+    return evaluate(test.labels, proba[test.lines - 1]).auc

@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny planted rows, and the real samples in ../shared/data."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data.batch import RawBatch
+from data.schema import NUM_DENSE, NUM_SPARSE
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_file(relative: str) -> Path:
+    """A file under ../shared/data, or a skip that says it is absent."""
+    path = SHARED_DATA / relative
+    if not path.is_file():
+        pytest.skip(
+            f"real sample {path} is absent (../shared/data not beside the checkout)"
+        )
+    return path
+
+
+def planted_batch(rows: int, seed: int = 0) -> RawBatch:
+    """Rows whose click depends on C1 and on I1, so a model can learn it."""
+    rng = np.random.default_rng(seed)
+    sparse = rng.integers(0, 50, size=(rows, NUM_SPARSE)).astype(np.int64) * 7919
+    sparse[rng.random((rows, NUM_SPARSE)) < 0.1] = -1
+    dense = rng.integers(-2, 1000, size=(rows, NUM_DENSE)).astype(np.float64)
+    dense[rng.random((rows, NUM_DENSE)) < 0.2] = np.nan
+    logit = (
+        -1.0
+        + 2.0 * ((sparse[:, 0] // 7919) % 2 == 0)
+        + 0.002 * np.nan_to_num(dense[:, 0])
+    )
+    labels = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    lines = np.arange(1, rows + 1)
+    return RawBatch(labels, dense, sparse, lines.copy(), lines)
+
+
+@pytest.fixture
+def planted() -> RawBatch:
+    return planted_batch(3000)

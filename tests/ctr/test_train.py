@@ -1,0 +1,76 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ctr.config import ModelConfig, TrainConfig
+from ctr.metrics import auc
+from ctr.train import fit, predict
+from ctr.wide_deep import WideDeep
+from data.encoder import Encoder
+from tests.conftest import planted_batch
+
+
+def _setup(rows=8000, train_rows=6000):
+    raw = planted_batch(rows)
+    encoder = Encoder.fit(raw.take(slice(0, train_rows)))
+    train = encoder.transform(raw.take(slice(0, train_rows)))
+    valid = encoder.transform(raw.take(slice(train_rows, rows)))
+    torch.manual_seed(0)
+    model = WideDeep(
+        ModelConfig(embedding_dim=4, hidden_units=(16, 8)), encoder.num_embeddings, 26
+    )
+    return model, train, valid
+
+
+def test_fit_learns_the_planted_signal_and_keeps_the_best():
+    model, train, valid = _setup()
+    config = TrainConfig(
+        batch_size=128,
+        epochs=4,
+        patience=2,
+        learning_rate=3e-3,
+        embedding_learning_rate=1e-2,
+    )
+    result = fit(model, train, valid, config)
+    assert result.best_valid.auc > 0.70
+    best = max(h["valid_auc"] for h in result.history)
+    assert result.best_valid.auc == pytest.approx(best)
+    # the returned model holds the best weights, not the last ones
+    assert auc(valid.labels, predict(result.model, valid)) == pytest.approx(
+        best, abs=1e-9
+    )
+    assert result.samples_per_s > 0
+
+
+def test_early_stopping_stops_before_the_epoch_limit():
+    model, train, valid = _setup()
+    config = TrainConfig(
+        batch_size=64,
+        epochs=50,
+        patience=1,
+        learning_rate=1e-2,
+        embedding_learning_rate=1e-2,
+    )
+    result = fit(model, train, valid, config)
+    assert result.epochs_run < 50
+
+
+def test_one_class_validation_never_selects_a_checkpoint():
+    model, train, valid = _setup()
+    valid = valid.take(np.flatnonzero(valid.labels == 0))
+    with (
+        pytest.warns(UserWarning, match="one class"),
+        pytest.raises(RuntimeError, match="undefined at every evaluation"),
+    ):
+        fit(model, train, valid, TrainConfig(epochs=1, batch_size=512))
+
+
+def test_same_seed_same_result():
+    results = []
+    for _ in range(2):
+        model, train, valid = _setup()
+        results.append(fit(model, train, valid, TrainConfig(epochs=1, batch_size=256)))
+    assert results[0].best_valid.auc == results[1].best_valid.auc
+    assert not math.isnan(results[0].best_valid.logloss)

@@ -1,0 +1,395 @@
+import gzip
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data import criteo
+from data.bad_lines import BadLinesError, SkipCounter
+from data.criteo import (
+    TSV,
+    TSV_UNLABELED,
+    detect_layout,
+    iter_criteo,
+    parse_frame,
+    read_criteo,
+)
+from data.schema import DENSE_FEATURES, LABEL, MISSING_KEY, SPARSE_FEATURES
+
+REAL = Path(__file__).parents[2].parent / "shared/data/criteo"
+
+DENSE = ["1", "-1", "260.0", "", "9223372036854775807", "0", "-2"]
+DENSE += ["3", "", "5", "6", "", "13"]
+NAN = float("nan")
+DENSE_VALUES = [1, -1, 260, NAN, 9.223372036854776e18, 0, -2, 3, NAN, 5, 6, NAN, 13]
+SPARSE = ["68fd1e64", "", "0", "ABCDEF01", "1f"] + ["a73ee510"] * 21
+SPARSE_KEYS = [0x68FD1E64, MISSING_KEY, 0, 0xABCDEF01, 0x1F] + [0xA73EE510] * 21
+HEADER = ",".join(["Id", "Label", *DENSE_FEATURES, *SPARSE_FEATURES])
+
+
+def row(label="1", dense=DENSE, sparse=SPARSE, sep="\t", id=None) -> str:
+    fields = ([] if id is None else [str(id)]) + ([] if label is None else [label])
+    return sep.join(fields + list(dense) + list(sparse))
+
+
+def write(path: Path, lines: list[str], end: str = "\n", gz: bool = False) -> Path:
+    data = "".join(line + end for line in lines).encode()
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+def assert_first_row(batch, label=1.0):
+    np.testing.assert_array_equal(batch.dense[0], DENSE_VALUES)
+    np.testing.assert_array_equal(batch.sparse[0], SPARSE_KEYS)
+    if label is None:
+        assert batch.labels is None
+    else:
+        assert batch.labels.dtype == np.float32 and batch.labels[0] == label
+
+
+# --- layouts -----------------------------------------------------------------
+
+
+def test_tsv_labeled(tmp_path):
+    path = write(tmp_path / "d.txt", [row("1"), row("0", sparse=[""] * 26)])
+    result = read_criteo(path)
+
+    assert result.layout == TSV and result.skipped.total == 0
+    batch = result.batch
+    assert_first_row(batch)
+    assert batch.labels.tolist() == [1.0, 0.0]
+    assert (batch.sparse[1] == MISSING_KEY).all()
+    assert batch.lines.tolist() == [1, 2] and batch.ids.tolist() == [1, 2]
+    assert batch.dense.dtype == np.float64 and batch.sparse.dtype == np.int64
+
+
+def test_tsv_unlabeled(tmp_path):
+    path = write(tmp_path / "test.txt", [row(None), row(None)])
+    result = read_criteo(path)
+
+    assert result.layout == TSV_UNLABELED
+    assert_first_row(result.batch, label=None)
+    assert len(result.batch) == 2
+
+
+def test_csv_with_id_and_label(tmp_path):
+    lines = [HEADER, row("0", sep=",", id=10000083), row("1", sep=",", id=10000088)]
+    result = read_criteo(write(tmp_path / "train.csv", lines))
+
+    layout = result.layout
+    assert (layout.separator, layout.has_header, layout.has_id) == (",", True, True)
+    assert layout.columns[:3] == ("Id", LABEL, "I1")
+    assert_first_row(result.batch, label=0.0)
+    assert result.batch.ids.tolist() == [10000083, 10000088]
+    assert result.batch.lines.tolist() == [2, 3]  # the header is line 1
+
+
+def test_csv_header_names_any_case_without_id(tmp_path):
+    header = ",".join(["LABEL", *(c.lower() for c in DENSE_FEATURES + SPARSE_FEATURES)])
+    result = read_criteo(write(tmp_path / "s.csv", [header, row("1", sep=",")]))
+
+    assert not result.layout.has_id and result.layout.has_label
+    assert_first_row(result.batch)
+    assert result.batch.ids.tolist() == [2]
+
+
+def test_csv_unlabeled_with_id(tmp_path):
+    header = ",".join(["id", *DENSE_FEATURES, *SPARSE_FEATURES])
+    result = read_criteo(write(tmp_path / "t.csv", [header, row(None, sep=",", id=7)]))
+
+    assert result.layout.has_id and not result.layout.has_label
+    assert_first_row(result.batch, label=None)
+    assert result.batch.ids.tolist() == [7]
+
+
+def test_csv_columns_in_another_order(tmp_path):
+    names = [*SPARSE_FEATURES, *DENSE_FEATURES, "label"]
+    line = ",".join([*SPARSE, *DENSE, "1"])
+    result = read_criteo(write(tmp_path / "o.csv", [",".join(names), line]))
+    assert_first_row(result.batch)
+
+
+def test_forced_formats(tmp_path):
+    path = write(tmp_path / "d.txt", [row("1")])
+    assert detect_layout(path, "tsv") == TSV
+    assert detect_layout(path, "tsv-unlabeled") == TSV_UNLABELED
+    with pytest.raises(ValueError, match=r"d.txt:1: not a Criteo header"):
+        detect_layout(path, "csv")
+    # Forced unlabeled, a 40-field line is a bad line, not a layout error.
+    with pytest.raises(BadLinesError, match="expected 39 fields, found 40"):
+        read_criteo(path, fmt="tsv-unlabeled")
+
+
+def test_bad_fmt_names_value_and_accepted(tmp_path):
+    path = write(tmp_path / "d.txt", [row()])
+    with pytest.raises(ValueError, match=r"fmt: got 'parquet'; accepted: auto, tsv"):
+        detect_layout(path, "parquet")
+    with pytest.raises(ValueError, match="fmt: got 'TSV'"):
+        iter_criteo(path, fmt="TSV")
+
+
+@pytest.mark.parametrize("lines", [[], ["", "", ""]])
+def test_empty_file(tmp_path, lines):
+    path = write(tmp_path / "empty.txt", lines)
+    with pytest.raises(ValueError, match=r"empty.txt: the file is empty"):
+        detect_layout(path)
+
+
+def test_unrecognisable_first_line(tmp_path):
+    path = write(tmp_path / "odd.txt", ["a\tb\tc"])
+    with pytest.raises(ValueError, match=r"odd.txt:1: cannot tell the layout.*found 3"):
+        detect_layout(path)
+    path = write(tmp_path / "odd.csv", ["Id,Label,I1,I2"])
+    with pytest.raises(ValueError, match=r"missing columns \['I3'"):
+        detect_layout(path)
+
+
+def test_header_only_csv_reads_no_rows(tmp_path):
+    result = read_criteo(write(tmp_path / "h.csv", [HEADER]))
+    assert len(result.batch) == 0 and result.batch.labels is not None
+
+
+# --- encodings and line handling ---------------------------------------------
+
+
+def test_gzip_by_magic_bytes_not_extension(tmp_path):
+    plain = read_criteo(write(tmp_path / "d.txt", [row(), row("0")])).batch
+    for name in ("d.txt.gz", "no_extension.txt"):
+        batch = read_criteo(write(tmp_path / name, [row(), row("0")], gz=True)).batch
+        np.testing.assert_array_equal(batch.sparse, plain.sparse)
+        np.testing.assert_array_equal(batch.labels, plain.labels)
+
+
+def test_crlf(tmp_path):
+    lines = [HEADER, row(sep=",", id=1), row("0", sep=",", id=2)]
+    batch = read_criteo(write(tmp_path / "w.csv", lines, end="\r\n")).batch
+    assert_first_row(batch)
+    assert batch.sparse[1, -1] == 0xA73EE510  # no '\r' left in the last field
+
+
+def test_blank_lines_are_skipped_and_lines_keep_their_numbers(tmp_path):
+    lines = ["", HEADER, "", row(sep=",", id=1), "", "", row("0", sep=",", id=2)]
+    path = write(tmp_path / "b.csv", lines + ["", ""])
+    result = read_criteo(path)
+
+    assert result.skipped.total == 0
+    assert result.batch.lines.tolist() == [4, 7]
+    assert result.batch.ids.tolist() == [1, 2]
+
+
+def test_last_line_without_newline(tmp_path):
+    path = tmp_path / "n.txt"
+    path.write_text(row("1") + "\n" + row("0"))
+    assert read_criteo(path).batch.labels.tolist() == [1.0, 0.0]
+
+
+def test_small_chunks_give_the_same_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(criteo, "_PIECE_ROWS", 2)  # several pieces per batch
+    lines = [row(str(i % 2), sparse=[f"{i:x}"] * 26) for i in range(11)]
+    path = write(tmp_path / "c.txt", lines[:4] + [""] + lines[4:])
+
+    batches = list(iter_criteo(path, chunk_rows=5))
+    assert [len(b) for b in batches] == [4, 5, 2]  # 5 lines each, one blank
+    lines_read = np.concatenate([b.lines for b in batches])
+    assert lines_read.tolist() == [1, 2, 3, 4, *range(6, 13)]
+    keys = np.concatenate([b.sparse[:, 0] for b in batches])
+    assert keys.tolist() == list(range(11))
+
+
+def test_iter_checks_arguments_at_call_time(tmp_path):
+    path = write(tmp_path / "d.txt", [row()])
+    with pytest.raises(ValueError, match="on_bad_lines: got 'ignore'"):
+        iter_criteo(path, on_bad_lines="ignore")
+    with pytest.raises(ValueError, match="chunk_rows: got 0"):
+        iter_criteo(path, chunk_rows=0)
+    with pytest.raises(TypeError, match="skipped: expected a SkipCounter"):
+        iter_criteo(path, skipped={})
+    with pytest.raises(FileNotFoundError, match="no such file: .*missing.txt"):
+        iter_criteo(tmp_path / "missing.txt")
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        read_criteo(tmp_path / "missing.txt")
+
+
+# --- bad lines -----------------------------------------------------------------
+
+
+def faulty_file(tmp_path: Path) -> Path:
+    """Eight lines: 3 has 39 fields, 5 has 'abc' in I5, 7 has label 2."""
+    abc = DENSE[:4] + ["abc"] + DENSE[5:]
+    lines = [row("1"), row("0"), row(None), row("1"), row("0", dense=abc)]
+    lines += [row("1"), row("2"), row("0")]
+    return write(tmp_path / "data.txt", lines)
+
+
+def test_error_names_every_bad_line(tmp_path):
+    expected = (
+        r"found 3 bad lines:\n"
+        r".*data.txt:3: expected 40 fields, found 39\n"
+        r".*data.txt:5: column I5: 'abc' is not an integer\n"
+        r".*data.txt:7: column label: '2' is not 0 or 1\n"
+        r"total: 3 bad lines; use --on-bad-lines skip to drop them"
+    )
+    with pytest.raises(BadLinesError, match=expected) as info:
+        read_criteo(faulty_file(tmp_path))
+    assert [b.line for b in info.value.bad_lines] == [3, 5, 7]
+    assert [b.reason for b in info.value.bad_lines] == [
+        "field_count",
+        "not_integer",
+        "bad_label",
+    ]
+
+
+def test_skip_returns_the_good_rows_and_counts_by_reason(tmp_path, caplog):
+    skipped = SkipCounter()
+    with caplog.at_level(logging.WARNING, logger="data.criteo"):
+        batches = list(
+            iter_criteo(faulty_file(tmp_path), on_bad_lines="skip", skipped=skipped)
+        )
+
+    assert [b.lines.tolist() for b in batches] == [[1, 2, 4, 6, 8]]
+    assert batches[0].labels.tolist() == [1, 0, 1, 1, 0]
+    assert skipped.counts == {"field_count": 1, "not_integer": 1, "bad_label": 1}
+    assert "skipped 3 bad lines: field_count 1, not_integer 1, bad_label 1" in (
+        caplog.text
+    )
+    result = read_criteo(faulty_file(tmp_path), on_bad_lines="skip")
+    assert result.skipped.counts == skipped.counts
+    np.testing.assert_array_equal(result.batch.lines, [1, 2, 4, 6, 8])
+
+
+def test_error_yields_batches_before_the_first_bad_one_then_raises(tmp_path):
+    batches = []
+    with pytest.raises(BadLinesError, match="data.txt:3:"):
+        for batch in iter_criteo(faulty_file(tmp_path), chunk_rows=2):
+            batches.append(batch)
+    assert [b.lines.tolist() for b in batches] == [[1, 2]]
+
+
+@pytest.mark.parametrize(
+    ("dense", "sparse", "label", "column", "detail"),
+    [
+        (DENSE[:2] + ["2.5"] + DENSE[3:], SPARSE, "1", "I3", "'2.5' is not an"),
+        (DENSE[:2] + ["inf"] + DENSE[3:], SPARSE, "1", "I3", "'inf' is not an"),
+        (DENSE, ["xyz00000"] + SPARSE[1:], "1", "C1", "'xyz00000' is not 1 to 8"),
+        (DENSE, ["123456789"] + SPARSE[1:], "1", "C1", "'123456789' is not 1"),
+        (DENSE, SPARSE, "", "label", "missing; expected 0 or 1"),
+        (DENSE, SPARSE, "yes", "label", "'yes' is not 0 or 1"),
+    ],
+)
+def test_each_kind_of_bad_value(tmp_path, dense, sparse, label, column, detail):
+    path = write(tmp_path / "d.txt", [row(), row(label, dense, sparse)])
+    with pytest.raises(BadLinesError, match=f"d.txt:2: column {column}: {detail}"):
+        read_criteo(path)
+
+
+def test_line_with_several_faults_counts_once(tmp_path):
+    abc = ["abc"] + DENSE[1:]
+    path = write(tmp_path / "d.txt", [row(), row("7", abc, ["zz"] + SPARSE[1:])])
+
+    with pytest.raises(BadLinesError) as info:
+        read_criteo(path)
+    assert info.value.total == 1 and info.value.num_faults == 3
+    assert [b.column for b in info.value.bad_lines] == ["label", "I1", "C1"]
+    assert "total: 1 bad line (3 faults)" in str(info.value)
+
+    result = read_criteo(path, on_bad_lines="skip")
+    assert result.skipped.counts == {"bad_label": 1}  # the first faulty column
+    assert len(result.batch) == 1
+
+
+def test_more_than_a_hundred_bad_lines(tmp_path):
+    lines = [row()] + [row(None)] * 60 + [row("2")] * 60 + [row()]
+    with pytest.raises(BadLinesError) as info:
+        list(iter_criteo(write(tmp_path / "d.txt", lines), chunk_rows=7))
+
+    err = info.value
+    assert err.total == 120 and len(err.bad_lines) == 100
+    assert [b.line for b in err.bad_lines] == list(range(2, 102))
+    message = str(err).splitlines()
+    assert len(message) == 1 + 100 + 2
+    assert message[-2] == "... and 20 more"
+    assert message[-1].startswith("total: 120 bad lines;")
+
+
+def test_bad_id(tmp_path):
+    lines = [HEADER, row(sep=",", id=1), row(sep=",", id="x"), row(sep=",", id="")]
+    with pytest.raises(BadLinesError, match=r"(?s):3: column Id: 'x' is not.*:4: "):
+        read_criteo(write(tmp_path / "i.csv", lines))
+
+
+# --- frames ---------------------------------------------------------------------
+
+
+def test_parse_frame_matches_the_file_reader(tmp_path):
+    lines = [HEADER, row(sep=",", id=5), row("0", sep=",", id=6, sparse=[""] * 26)]
+    from_file = read_criteo(write(tmp_path / "f.csv", lines)).batch
+    frame = pd.read_csv(tmp_path / "f.csv", dtype=str, keep_default_na=False)
+    from_frame = parse_frame(frame)
+
+    np.testing.assert_array_equal(from_frame.dense, from_file.dense)
+    np.testing.assert_array_equal(from_frame.sparse, from_file.sparse)
+    np.testing.assert_array_equal(from_frame.labels, from_file.labels)
+    np.testing.assert_array_equal(from_frame.ids, [5, 6])
+    np.testing.assert_array_equal(from_frame.lines, [1, 2])
+
+
+def test_parse_frame_numbers_and_missing_values():
+    data = {"Label": [1, 0.0], **{c: [None, 7] for c in DENSE_FEATURES}}
+    data |= {c: ["a1", np.nan] for c in SPARSE_FEATURES}
+    data["I2"] = [-1.0, 2.0]
+    data["C1"] = [12345, 10]  # what pandas makes of an all-digit hex column
+    data["C2"] = [12345.0, np.nan]
+    batch = parse_frame(pd.DataFrame(data))
+
+    assert batch.labels.tolist() == [1.0, 0.0]
+    assert np.isnan(batch.dense[0, 0]) and batch.dense[1, 0] == 7
+    assert batch.dense[:, 1].tolist() == [-1.0, 2.0]
+    assert batch.sparse[:, 0].tolist() == [0x12345, 0x10]
+    assert batch.sparse[:, 1].tolist() == [0x12345, MISSING_KEY]
+    assert batch.sparse[:, 2].tolist() == [0xA1, MISSING_KEY]
+    assert batch.ids.tolist() == [1, 2]
+
+
+def test_parse_frame_bad_values():
+    data = {c: ["1", "2"] for c in DENSE_FEATURES} | {
+        c: ["ab"] * 2 for c in SPARSE_FEATURES
+    }
+    data["I4"] = ["1", "x"]
+    data["C9"] = ["ab", "g"]
+    with pytest.raises(BadLinesError, match=r"(?s)<frame>:2: column I4: 'x'.*C9: 'g'"):
+        parse_frame(pd.DataFrame(data))
+
+
+def test_parse_frame_columns():
+    with pytest.raises(ValueError, match=r"frame: missing columns \['I1'"):
+        parse_frame(pd.DataFrame({"label": [1]}))
+    with pytest.raises(TypeError, match="frame: expected a pandas DataFrame"):
+        parse_frame([1, 2])
+
+
+# --- the real sample files --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "rows", "has_id"),
+    [
+        ("dac_union_12k.txt", 12_494, False),
+        ("dac_tr_rx_2k.csv", 1_999, True),
+        ("deepctr_criteo_sample_200.csv", 200, False),
+    ],
+)
+def test_real_files_read_without_bad_lines(name, rows, has_id):
+    path = REAL / name
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (real Criteo samples live in ../shared)")
+    result = read_criteo(path)
+
+    assert len(result.batch) == rows and result.skipped.total == 0
+    assert result.layout.has_id == has_id and result.layout.has_label
+    if has_id:
+        assert result.batch.ids[0] == 10000083
+        assert (np.diff(result.batch.ids) > 0).all()
+    assert 0.2 < result.batch.labels.mean() < 0.26
+    assert (result.batch.sparse >= MISSING_KEY).all()
