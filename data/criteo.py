@@ -160,7 +160,7 @@ def iter_criteo(
     ``Id`` value is not an integer (``260.0`` is one, ``2.5`` is not), or a
     ``C`` value is neither empty nor 1 to 8 hex digits.
 
-    Under ``on_bad_lines="error"`` batches are yielded until the first chunk
+    Under ``on_bad_lines="error"`` batches are yielded until the first batch
     holding a bad line; from there on the file is still scanned to the end,
     nothing more is yielded, and then a ``BadLinesError`` lists the first
     ``MAX_LISTED`` faults and the totals. Callers that must not see any row of
@@ -177,7 +177,12 @@ def iter_criteo(
 def read_criteo(
     path: str | os.PathLike, fmt: str = "auto", on_bad_lines: str = "error"
 ) -> ReadResult:
-    """The whole of a Criteo file as one batch; see ``iter_criteo``."""
+    """The whole of a Criteo file as one batch; see ``iter_criteo``.
+
+    Under ``on_bad_lines="error"`` a file with any bad line returns nothing:
+    ``BadLinesError`` is raised once the whole file has been scanned. A missing
+    file raises ``FileNotFoundError`` naming the path.
+    """
     skipped = SkipCounter()
     path, layout = _check_args(path, fmt, on_bad_lines, 200_000, skipped)
     batches = list(_iter_batches(path, layout, on_bad_lines, 200_000, skipped))
@@ -245,7 +250,7 @@ class _Parsed:
 
 @dataclass
 class _Lines:
-    """The lines of one chunk, split into fields by byte offsets.
+    """The lines of one piece of a file, split into fields by byte offsets.
 
     ``good`` holds the numbers of the ``g`` lines with the layout's field
     count; ``starts`` and ``ends`` ``(g, num_fields)`` are the byte offsets of
@@ -271,6 +276,8 @@ def _iter_batches(
     chunk_rows: int,
     skipped: SkipCounter | None,
 ) -> Iterator[RawBatch]:
+    """The batches of ``iter_criteo``: parse piece by piece, apply the policy,
+    and yield whenever ``chunk_rows`` lines have been read."""
     log = _FaultLog(path)
     local = SkipCounter()
     header_pending = layout.has_header
@@ -318,11 +325,14 @@ def _pieces(path: str, chunk_rows: int) -> Iterator[tuple[int, bytes, bool]]:
     """
     piece_rows = min(chunk_rows, _PIECE_ROWS)
     line, batch_left = 1, chunk_rows
-    pending = b""
+    parts: list[bytes] = []
     with _open(path) as f:
         while True:
             data = _read(f, path)
-            pending += data
+            parts.append(data)
+            if data and b"\n" not in data:
+                continue  # inside a long line: join once it ends
+            pending = b"".join(parts)
             if not data and pending and not pending.endswith(b"\n"):
                 pending += b"\n"
             newlines = np.flatnonzero(np.frombuffer(pending, np.uint8) == _NL)
@@ -335,10 +345,10 @@ def _pieces(path: str, chunk_rows: int) -> Iterator[tuple[int, bytes, bool]]:
                 yield line, pending[start:cut], batch_left == 0
                 batch_left = batch_left or chunk_rows
                 line, used, start = line + take, used + take, cut
-            pending = pending[start:]
             if not data:  # the end: always close the last batch, even if empty
-                yield line, pending, True
+                yield line, pending[start:], True
                 return
+            parts = [pending[start:]]
 
 
 def _split_lines(
@@ -422,8 +432,8 @@ def _read_numbers(
     """Id, label and dense columns of the good lines, by ``pandas.read_csv``;
     ``at`` maps field positions to column names.
 
-    The fast path has the C parser make the numbers; a chunk where some field
-    is not a number is read again as text, which ``pd.to_numeric`` coerces.
+    The fast path has the C parser make the numbers; a piece where some field
+    is not a number is read again as text, and ``_to_numbers`` parses that.
     """
     g = len(lines.good)
     if not g:
@@ -452,10 +462,10 @@ def _read_numbers(
         columns = {n: frame[p].to_numpy() for p, n in at.items()}
     except (ValueError, OverflowError) as err:
         # Not a failure: some field is not a number, and validation will say
-        # which; the text path keeps the good values of this chunk.
+        # which; the text path keeps the good values of this piece.
         logger.debug("%s: from line %d: %s; reading as text", path, lines.good[0], err)
-        frame = read(dict.fromkeys(at, str))
-        columns = {n: _numbers_from_column(frame[p])[0] for p, n in at.items()}
+        frame = read(dict.fromkeys(at, object))  # text, nan where empty
+        columns = {n: _to_numbers(frame[p].to_numpy()) for p, n in at.items()}
 
     if len(frame) != g:
         raise RuntimeError(
@@ -560,21 +570,37 @@ def _sparse_keys(words: np.ndarray, lengths: np.ndarray):
 
 
 def _numbers_from_column(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """``(values, present)`` of a column of numbers or of text (read_csv's, or
-    a frame's); values are nan where a present value is not a number."""
-    if column.isna().all() or (
-        pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
-    ):
+    """``(values, present)`` of a frame column of numbers or text, ``None`` or
+    nan or ``""`` for missing; values are nan where not a number."""
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)
         if column.dtype.kind in "iu" and not column.hasnans:
             values = column.to_numpy()  # exact, e.g. for a large Id
         return values, ~np.isnan(values.astype(np.float64))
 
-    missing = column.isna().to_numpy() | column.eq("").to_numpy(dtype=bool)
-    numbers = pd.to_numeric(column.where(~missing), errors="coerce")
+    values = column.to_numpy(dtype=object)
+    missing = pd.isna(values)
+    missing[~missing] = values[~missing] == ""  # not before: pd.NA == "" is NA
+    values = np.where(missing, np.nan, values)
+    return _to_numbers(values), ~missing
+
+
+def _to_numbers(values: np.ndarray) -> np.ndarray:
+    """An object array of numbers, numeric text and nan as int64 when all are
+    integers, else float64 with nan where a value is not a number.
+
+    numpy's own casts come first, as they are several times faster than
+    ``pd.to_numeric``, which only a column holding a non-number reaches.
+    """
+    for dtype in (np.int64, np.float64):
+        try:
+            return values.astype(dtype)
+        except (ValueError, TypeError, OverflowError):
+            pass
+    numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
     if numbers.dtype.kind in "iu":
-        return numbers.to_numpy(), ~missing
-    return numbers.to_numpy(dtype=np.float64, na_value=np.nan), ~missing
+        return numbers.to_numpy()
+    return numbers.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _sparse_words_from_column(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -582,7 +608,8 @@ def _sparse_words_from_column(column: pd.Series) -> tuple[np.ndarray, np.ndarray
     if pd.api.types.is_float_dtype(column):
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)
         with np.errstate(invalid="ignore"):
-            integral = np.isfinite(values) & (values == np.floor(values))
+            # Past 1e18 no float is 8 digits long; keep the cast below in range.
+            integral = (np.abs(values) < 1e18) & (values == np.floor(values))
         digits = np.where(integral, values, 0).astype(np.int64).astype(str)
         text = np.where(np.isnan(values), "", np.where(integral, digits, "?"))
     else:
@@ -663,8 +690,8 @@ class _FaultLog:
         self._trim()
 
     def _trim(self) -> None:
-        # Each add lists at most MAX_LISTED faults of its chunk, all after those
-        # of earlier chunks, so sorting and cutting keeps the first ones overall.
+        # Each add lists at most MAX_LISTED faults of its piece, all after those
+        # of earlier pieces, so sorting and cutting keeps the first ones overall.
         self.listed.sort(key=lambda b: b.line)  # stable: columns stay in order
         del self.listed[MAX_LISTED:]
 
@@ -731,7 +758,8 @@ def _first_line(path: str) -> tuple[int, str] | None:
             for number, raw in enumerate(f, start=1):
                 line = raw.removesuffix(b"\n").removesuffix(b"\r")
                 if line:
-                    return number, line.decode("utf-8", errors="replace")
+                    text = line.decode("utf-8", errors="replace")
+                    return number, text.removeprefix("\ufeff")
         except _GZIP_ERRORS as err:
             raise ValueError(f"{path}: not a readable gzip stream: {err}") from err
     return None
@@ -739,7 +767,7 @@ def _first_line(path: str) -> tuple[int, str] | None:
 
 def _header_layout(path: str, number: int, text: str, separator: str) -> Layout:
     """The layout a header line names; ValueError when it is not a header."""
-    names = [n.strip().lower() for n in text.removeprefix("\ufeff").split(separator)]
+    names = [n.strip().lower() for n in text.split(separator)]
     unknown = [n for n in names if n not in _CANONICAL]
     columns = tuple(_CANONICAL.get(n, n) for n in names)
     missing = [c for c in _FEATURES if c not in columns]

@@ -146,6 +146,7 @@ PAIR_SCALE = 0.4
 DENSE_SCALE = 0.3
 DENSE_SPARSE_SCALE = 0.2
 EMBEDDING_DIM = 4
+BIAS_DECAY_RANK = 500.0  # rank at which a value's bias sd has shrunk by 1/sqrt(2)
 LOGIT_CLIP = 9.0  # keeps probabilities in [1.2e-4, 1 - 1.2e-4]
 
 AUC_BINS = 1 << 20
@@ -329,51 +330,67 @@ def _check_seed(seed: int) -> int:
 @lru_cache(maxsize=1)
 def _world() -> _World:
     """Draw the planted model from ``WORLD_SEED`` (cached: it never changes)."""
-    rng = np.random.default_rng(WORLD_SEED)
+    # One stream per part, so retuning one part leaves the others as they were.
+    bias_rng, pair_rng, slope_rng, shape_rng, moment_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(WORLD_SEED).spawn(5)
+    )
     zipf = np.array(SPARSE_SPECS, dtype=np.float64).T  # (4, 26)
     sizes = zipf[0].astype(np.int64)
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     popularity = [_popularity(*spec) for spec in SPARSE_SPECS]
-
-    field_scale = BIAS_SCALE * rng.lognormal(0.0, 0.3, NUM_SPARSE)
-    bias = np.concatenate(
-        [rng.normal(0.0, field_scale[f], sizes[f]) for f in range(NUM_SPARSE)]
-        + [rng.normal(0.0, field_scale)]
-    )
-
-    embeddings = {}
-    for field in sorted(
-        {SPARSE_FEATURES.index(n) for p in INTERACTION_PAIRS for n in p}
-    ):
-        table = rng.normal(0.0, EMBEDDING_DIM**-0.5, (sizes[field], EMBEDDING_DIM))
-        table -= popularity[field] @ table
-        embeddings[field] = np.vstack([table, np.zeros(EMBEDDING_DIM)])
-    slopes = {}
-    for _, name in DENSE_SPARSE_PAIRS:
-        field = SPARSE_FEATURES.index(name)
-        slope = rng.normal(0.0, 1.0, sizes[field])
-        slopes[field] = np.append(slope - popularity[field] @ slope, 0.0)
-
-    dense_loc, dense_scale = _dense_moments(np.random.default_rng(WORLD_SEED + 1))
-    dense_shape = np.stack(
-        [
-            rng.normal(0.0, 0.25, NUM_DENSE),  # slope
-            rng.choice([-1.0, 1.0], NUM_DENSE) * rng.uniform(0.5, 1.5, NUM_DENSE),
-            rng.uniform(-1.0, 1.0, NUM_DENSE),  # bump centre
-            rng.normal(0.0, 0.3, NUM_DENSE),  # missing
-        ]
-    )
+    dense_loc, dense_scale = _dense_moments(moment_rng)
     return _World(
         zipf=zipf,
         hex_words=_hex_words(sizes),
-        offsets=offsets,
-        bias=bias,
-        embeddings=embeddings,
-        slopes=slopes,
+        offsets=np.concatenate([[0], np.cumsum(sizes)[:-1]]),
+        bias=_draw_biases(bias_rng, sizes),
+        embeddings={
+            field: _centred(pair_rng, popularity[field], EMBEDDING_DIM)
+            for field in sorted(
+                {SPARSE_FEATURES.index(n) for p in INTERACTION_PAIRS for n in p}
+            )
+        },
+        slopes={
+            field: _centred(slope_rng, popularity[field], 1)[:, 0]
+            for field in [SPARSE_FEATURES.index(n) for _, n in DENSE_SPARSE_PAIRS]
+        },
         dense_loc=dense_loc,
         dense_scale=dense_scale,
-        dense_shape=dense_shape,
+        dense_shape=np.stack(
+            [
+                shape_rng.normal(0.0, 0.5, NUM_DENSE),  # slope
+                shape_rng.choice([-1.0, 1.0], NUM_DENSE)
+                * shape_rng.uniform(0.4, 1.2, NUM_DENSE),  # bump height
+                shape_rng.uniform(-1.0, 1.0, NUM_DENSE),  # bump centre
+                shape_rng.normal(0.0, 0.5, NUM_DENSE),  # effect of missing
+            ]
+        ),
     )
+
+
+def _draw_biases(rng: np.random.Generator, sizes: np.ndarray) -> np.ndarray:
+    """Per-value biases, ``(sum(sizes) + 26,)``: every field's values, then missing.
+
+    Rarer values get smaller biases: the tail of an ID-like field is mostly
+    noise to any model, and signal no model can learn would only widen the gap.
+    """
+    field_scale = BIAS_SCALE * rng.lognormal(0.0, 0.3, NUM_SPARSE)
+    biases = []
+    for size, scale in zip(sizes, field_scale, strict=True):
+        decay = (1.0 + np.arange(size) / BIAS_DECAY_RANK) ** -0.5
+        biases.append(rng.normal(0.0, scale, size) * decay)
+    return np.concatenate(biases + [rng.normal(0.0, field_scale)])
+
+
+def _centred(rng: np.random.Generator, popularity: np.ndarray, dim: int) -> np.ndarray:
+    """Random vectors with popularity-weighted mean zero, plus a zero row.
+
+    ``(len(popularity) + 1, dim)``; the last row is for a missing value. With mean
+    zero, a term built on them adds nothing on average given any one feature,
+    so it is pure interaction, invisible to a model without crosses.
+    """
+    table = rng.normal(0.0, dim**-0.5, (len(popularity), dim))
+    table -= popularity @ table
+    return np.vstack([table, np.zeros(dim)])
 
 
 def _popularity(size: float, head: float, exponent: float, offset: float) -> np.ndarray:

@@ -495,7 +495,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         "test_auc_drop": pipeline.compare(
             baseline, compressed, dataset, seed=config.train.seed
         ),
-        "bench": pipeline.bench_pair(baseline, compressed, dataset),
+        "bench": pipeline.bench_pair(
+            baseline, compressed, dataset, repeats=args.bench_repeats
+        ),
     }
     if synthetic:
         report["oracle_test_auc"] = pipeline.oracle_auc(
@@ -682,6 +684,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pruning(p)
     _add_reading(p)
     _add_threads(p)
+    p.add_argument(
+        "--bench-repeats",
+        type=_positive_int,
+        default=5,
+        help="alternating timing rounds per model; figures are medians (default 5)",
+    )
     p.set_defaults(func=cmd_run)
     return parser
 

@@ -111,6 +111,18 @@ def test_csv_columns_in_another_order(tmp_path):
     assert_first_row(result.batch)
 
 
+def test_tsv_with_header_and_csv_with_byte_order_mark(tmp_path):
+    header = "\t".join([LABEL, *DENSE_FEATURES, *SPARSE_FEATURES])
+    result = read_criteo(write(tmp_path / "h.txt", [header, row()]))
+    assert result.layout.has_header and result.layout.separator == "\t"
+    assert result.batch.lines.tolist() == [2]
+
+    result = read_criteo(
+        write(tmp_path / "bom.csv", ["\ufeff" + HEADER, row(sep=",", id=3)])
+    )
+    assert result.layout.has_id and result.batch.ids.tolist() == [3]
+
+
 def test_forced_formats(tmp_path):
     path = write(tmp_path / "d.txt", [row("1")])
     assert detect_layout(path, "tsv") == TSV
@@ -250,6 +262,8 @@ def test_skip_returns_the_good_rows_and_counts_by_reason(tmp_path, caplog):
 
     assert [b.lines.tolist() for b in batches] == [[1, 2, 4, 6, 8]]
     assert batches[0].labels.tolist() == [1, 0, 1, 1, 0]
+    assert_first_row(batches[0])  # the text path keeps good values right
+    np.testing.assert_array_equal(batches[0].dense[-1], DENSE_VALUES)
     assert skipped.counts == {"field_count": 1, "not_integer": 1, "bad_label": 1}
     assert "skipped 3 bad lines: field_count 1, not_integer 1, bad_label 1" in (
         caplog.text
@@ -282,6 +296,16 @@ def test_each_kind_of_bad_value(tmp_path, dense, sparse, label, column, detail):
     path = write(tmp_path / "d.txt", [row(), row(label, dense, sparse)])
     with pytest.raises(BadLinesError, match=f"d.txt:2: column {column}: {detail}"):
         read_criteo(path)
+
+
+def test_wrong_field_counts_and_odd_bytes(tmp_path):
+    lines = [row(), row() + "\textra", row(sparse=["\xe9"] + SPARSE[1:]), row("1.0")]
+    with pytest.raises(BadLinesError) as info:
+        read_criteo(write(tmp_path / "d.txt", lines))
+    assert [str(b).split(": ", 1)[1] for b in info.value.bad_lines] == [
+        "expected 40 fields, found 41",
+        "column C1: '\xe9' is not 1 to 8 hex digits",
+    ]  # and label 1.0 counts as 1
 
 
 def test_line_with_several_faults_counts_once(tmp_path):
@@ -341,6 +365,8 @@ def test_parse_frame_numbers_and_missing_values():
     data["I2"] = [-1.0, 2.0]
     data["C1"] = [12345, 10]  # what pandas makes of an all-digit hex column
     data["C2"] = [12345.0, np.nan]
+    data["C3"] = pd.array(["a1", pd.NA], dtype="string")
+    data["I13"] = pd.array([pd.NA, 7], dtype="Int64")
     batch = parse_frame(pd.DataFrame(data))
 
     assert batch.labels.tolist() == [1.0, 0.0]
@@ -349,6 +375,7 @@ def test_parse_frame_numbers_and_missing_values():
     assert batch.sparse[:, 0].tolist() == [0x12345, 0x10]
     assert batch.sparse[:, 1].tolist() == [0x12345, MISSING_KEY]
     assert batch.sparse[:, 2].tolist() == [0xA1, MISSING_KEY]
+    assert np.isnan(batch.dense[0, 12]) and batch.dense[1, 12] == 7
     assert batch.ids.tolist() == [1, 2]
 
 

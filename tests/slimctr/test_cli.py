@@ -1,0 +1,264 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from slimctr.cli import build_parser, main
+from tests.conftest import shared_file
+
+COMMANDS = [
+    "synth",
+    "prepare",
+    "train",
+    "compress",
+    "evaluate",
+    "score",
+    "bench",
+    "run",
+]
+# a short schedule and a budget that accepts every step: these tests check the
+# mechanics; the quality of the defaults is measured by the README's commands
+QUICK = [
+    "--epochs",
+    "2",
+    "--steps",
+    "2",
+    "--fine-tune-epochs",
+    "1",
+    "--threads",
+    "2",
+    "--max-auc-drop",
+    "1",
+    "--bench-repeats",
+    "1",
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"usage: slimctr {command}" in capsys.readouterr().out
+
+
+def test_threads_where_work_is_parallel():
+    parser = build_parser()
+    for command in ["train", "compress", "evaluate", "score", "bench", "run"]:
+        args = parser.parse_args([command, "--help"] if False else _minimal(command))
+        assert hasattr(args, "threads"), command
+
+
+def _minimal(command):
+    required = {
+        "train": ["--data", "x", "--out", "y"],
+        "compress": ["--model", "m", "--data", "x", "--out", "y"],
+        "evaluate": ["--model", "m", "--data", "x"],
+        "score": ["--model", "m", "--input", "x", "--output", "y"],
+        "bench": ["--model", "m"],
+        "run": ["--out", "y"],
+    }
+    return [command, *required[command]]
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    data = shared_file("criteo/dac_union_12k.txt")
+    out = tmp_path_factory.mktemp("real")
+    assert main(["run", "--data", str(data), "--out", str(out), *QUICK]) == 0
+    return out
+
+
+def test_run_on_real_rows_writes_a_smaller_artifact_and_report(real_run):
+    report = json.loads((real_run / "report.json").read_text())
+    assert report["data"]["synthetic"] is False
+    assert report["data"]["rows"] == 12494
+    assert report["data"]["split"]["test"] == 1249
+    base, comp = report["baseline"], report["compressed"]
+    assert comp["bytes"] < base["bytes"] / 4
+    assert comp["params"] < base["params"]
+    assert 0.6 < base["test_auc"] < 1.0 and 0.6 < comp["test_auc"] < 1.0
+    for key in ("p50_us", "p99_us", "rows_per_s"):
+        assert report["bench"]["compressed"][key] > 0
+    drop = report["test_auc_drop"]
+    assert drop["low"] <= drop["drop"] <= drop["high"]
+    assert [s["step"] for s in report["steps"]][:2] == [0, 1]
+    assert "oracle_test_auc" not in report
+    markdown = (real_run / "report.md").read_text()
+    assert "compression_steps.png" in markdown and "| test AUC |" in markdown
+    assert (real_run / "compression_steps.png").stat().st_size > 10_000
+
+
+def test_score_the_csv_variant_with_ids(real_run, tmp_path, capsys):
+    rows = shared_file("criteo/dac_tr_rx_2k.csv")
+    out = tmp_path / "scores.csv"
+    code = main(
+        [
+            "score",
+            "--model",
+            str(real_run / "compressed"),
+            "--input",
+            str(rows),
+            "--output",
+            str(out),
+        ]
+    )
+    assert code == 0
+    with open(out) as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == 1999
+    assert table[0]["id"].startswith("100000")  # the file's own Id column
+    probabilities = np.array([float(r["probability"]) for r in table])
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+    assert probabilities.std() > 0
+    assert "oov rate per field" in capsys.readouterr().out
+
+
+def test_evaluate_and_bench_on_the_baseline(real_run, capsys):
+    data = shared_file("criteo/dac_union_12k.txt")
+    assert (
+        main(["evaluate", "--model", str(real_run / "baseline"), "--data", str(data)])
+        == 0
+    )
+    metrics = json.loads(capsys.readouterr().out)
+    assert set(metrics) >= {"auc", "logloss", "calibration", "normalized_entropy"}
+    assert metrics["rows"] == 12494
+    assert (
+        main(["bench", "--model", str(real_run / "compressed"), "--calls", "50"]) == 0
+    )
+    bench = json.loads(capsys.readouterr().out)
+    assert bench["bytes"]["total"] > 0 and bench["batch_4096"]["rows_per_s"] > 0
+
+
+def _bad_file(tmp_path):
+    source = shared_file("criteo/dac_union_12k.txt")
+    lines = source.read_text().splitlines()[:60]
+    fields = lines[20].split("\t")
+    lines[20] = "\t".join(fields[:39])  # 39 fields
+    fields = lines[30].split("\t")
+    fields[5] = "abc"  # I5
+    lines[30] = "\t".join(fields)
+    fields = lines[40].split("\t")
+    fields[0] = "2"  # label
+    lines[40] = "\t".join(fields)
+    path = tmp_path / "bad.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_bad_lines_are_listed_and_the_run_stops(real_run, tmp_path, capsys):
+    bad = _bad_file(tmp_path)
+    code = main(
+        [
+            "score",
+            "--model",
+            str(real_run / "compressed"),
+            "--input",
+            str(bad),
+            "--output",
+            str(tmp_path / "s.csv"),
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:21:" in err and "39" in err
+    assert f"{bad}:31: column I5:" in err and "abc" in err
+    assert f"{bad}:41: column label:" in err
+    assert "--on-bad-lines skip" in err
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_skip_policy_scores_the_rest_and_counts_reasons(real_run, tmp_path, capsys):
+    bad = _bad_file(tmp_path)
+    out = tmp_path / "s.csv"
+    code = main(
+        [
+            "score",
+            "--model",
+            str(real_run / "compressed"),
+            "--input",
+            str(bad),
+            "--output",
+            str(out),
+            "--on-bad-lines",
+            "skip",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "skipped 3 bad lines" in printed
+    assert "field_count 1" in printed and "not_integer 1" in printed
+    assert "bad_label 1" in printed
+    ids = [int(r["id"]) for r in csv.DictReader(open(out))]
+    assert len(ids) == 57 and 21 not in ids and 31 not in ids and 41 not in ids
+
+
+def test_prepare_train_compress_on_synthetic_rows(tmp_path, capsys):
+    data = tmp_path / "synth.tsv"
+    assert main(["synth", "--rows", "6000", "--out", str(data), "--seed", "1"]) == 0
+    assert (tmp_path / "synth.tsv.proba").exists()
+    cache = tmp_path / "cache"
+    assert main(["prepare", "--data", str(data), "--out", str(cache)]) == 0
+    model = tmp_path / "model"
+    assert (
+        main(
+            [
+                "train",
+                "--cache",
+                str(cache),
+                "--out",
+                str(model),
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
+    summary = json.loads((model / "train.json").read_text())
+    assert summary["epochs"] == 1 and summary["samples_per_s"] > 0
+    assert 0.5 < summary["best_valid_auc"] <= 1.0
+    small = tmp_path / "small"
+    assert (
+        main(
+            [
+                "compress",
+                "--model",
+                str(model),
+                "--data",
+                str(data),
+                "--out",
+                str(small),
+                "--steps",
+                "1",
+                "--fine-tune-epochs",
+                "1",
+                "--max-auc-drop",
+                "1",
+            ]
+        )
+        == 0
+    )
+    compress = json.loads((small / "compress.json").read_text())
+    assert compress["chosen_step"] == 1
+    assert compress["steps"][1]["bytes"] < compress["steps"][0]["bytes"]
+
+
+def test_run_without_data_uses_synthetic_rows_and_reports_the_oracle(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["run", "--out", str(out), "--rows", "8000", *QUICK]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["synthetic"] is True
+    assert 0.6 < report["oracle_test_auc"] < 1.0
+    assert "synthetic" in (out / "report.md").read_text()
+
+
+def test_user_errors_exit_2_without_a_traceback(tmp_path, capsys):
+    assert (
+        main(["score", "--model", str(tmp_path), "--input", "x", "--output", "y"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "slimctr score: error:" in err and "Traceback" not in err
+    assert main(["evaluate", "--model", str(tmp_path / "nope"), "--data", "x"]) == 2
