@@ -74,7 +74,8 @@ class PruneConfig:
             raise ValueError(f"steps: expected an integer >= 1, got {self.steps!r}")
         if not isinstance(self.fine_tune_epochs, int) or self.fine_tune_epochs < 1:
             raise ValueError(
-                f"fine_tune_epochs: expected an integer >= 1, got {self.fine_tune_epochs}"
+                f"fine_tune_epochs: expected an integer >= 1, "
+                f"got {self.fine_tune_epochs}"
             )
         for name in ("neuron_threshold", "row_threshold"):
             value = getattr(self, name)

@@ -13,7 +13,8 @@ def agp_schedule(final: float, steps: int, initial: float = 0.0) -> list[float]:
     """
     if not 0.0 <= initial <= final < 1.0:
         raise ValueError(
-            f"initial, final: expected 0 <= initial <= final < 1, got {initial}, {final}"
+            f"initial, final: expected 0 <= initial <= final < 1, "
+            f"got {initial}, {final}"
         )
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps: expected an integer >= 1, got {steps!r}")

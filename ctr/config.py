@@ -23,7 +23,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.embedding_dim, int) or self.embedding_dim < 1:
             raise ValueError(
-                f"model.embedding_dim: expected an integer >= 1, got {self.embedding_dim!r}"
+                f"model.embedding_dim: expected an integer >= 1, "
+                f"got {self.embedding_dim!r}"
             )
         units = tuple(self.hidden_units)
         if not units or any(not isinstance(u, int) or u < 1 for u in units):

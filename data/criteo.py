@@ -310,9 +310,8 @@ def _iter_batches(
 
     if log.total:
         raise log.error()
-    logger.info("%s: read %d rows", path, rows)
-    if local.total:
-        logger.warning("%s: %s", path, local.summary())
+    # Info, not warning: the caller chose "skip" and holds the counts.
+    logger.info("%s: read %d rows; %s", path, rows, local.summary())
 
 
 def _pieces(path: str, chunk_rows: int) -> Iterator[tuple[int, bytes, bool]]:

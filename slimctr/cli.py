@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from data.criteo import FORMATS, iter_criteo
 from tqdm import tqdm
 
 from compression.importance import NORMS
@@ -20,6 +19,7 @@ from compression.prune import SCHEDULES, PruneConfig
 from ctr.config import Config, config_to_dict, load_config
 from ctr.metrics import evaluate
 from data.bad_lines import ON_BAD_LINES, BadLinesError, SkipCounter
+from data.criteo import FORMATS, iter_criteo
 from data.encoder import Encoder
 from data.split import Split
 from data.synth import proba_path_for, read_proba, write_synthetic
@@ -106,7 +106,8 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
         "--config",
         type=Path,
         default=DEFAULT_CONFIG,
-        help=f"TOML file with [encoder], [model], [train] (default: {DEFAULT_CONFIG.name})",
+        help="TOML file with [encoder], [model], [train] "
+        f"(default: {DEFAULT_CONFIG.name})",
     )
     parser.add_argument("--epochs", type=_positive_int, help="override train.epochs")
     parser.add_argument("--seed", type=int, help="override train.seed")
@@ -167,7 +168,8 @@ def _add_pruning(parser: argparse.ArgumentParser) -> None:
         "--fine-tune-epochs",
         type=_positive_int,
         default=defaults.fine_tune_epochs,
-        help=f"epochs of fine-tuning after each step (default {defaults.fine_tune_epochs})",
+        help="epochs of fine-tuning after each step "
+        f"(default {defaults.fine_tune_epochs})",
     )
 
 

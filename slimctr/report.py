@@ -39,7 +39,8 @@ def summary_table(report: dict) -> str:
         (
             "batch-1 p50 / p99 (µs)",
             f"{bench['baseline']['p50_us']:.0f} / {bench['baseline']['p99_us']:.0f}",
-            f"{bench['compressed']['p50_us']:.0f} / {bench['compressed']['p99_us']:.0f}",
+            f"{bench['compressed']['p50_us']:.0f} / "
+            f"{bench['compressed']['p99_us']:.0f}",
         ),
         (
             "batch-4096 rows/s",
@@ -62,7 +63,8 @@ def steps_table(steps: list[dict]) -> str:
         lines.append(
             f"| {s['step']} | {s['neuron_sparsity']:.3f} | {s['row_sparsity']:.3f} "
             f"| {s['sparsity']:.3f} | {s['params']:,} | {s['bytes']:,} "
-            f"| {_fmt(s['valid_auc'])} | {'rolled back' if s['rolled_back'] else 'yes'} |"
+            f"| {_fmt(s['valid_auc'])} "
+            f"| {'rolled back' if s['rolled_back'] else 'yes'} |"
         )
     return "\n".join(lines)
 

@@ -255,7 +255,7 @@ def test_error_names_every_bad_line(tmp_path):
 
 def test_skip_returns_the_good_rows_and_counts_by_reason(tmp_path, caplog):
     skipped = SkipCounter()
-    with caplog.at_level(logging.WARNING, logger="data.criteo"):
+    with caplog.at_level(logging.INFO, logger="data.criteo"):
         batches = list(
             iter_criteo(faulty_file(tmp_path), on_bad_lines="skip", skipped=skipped)
         )
