@@ -18,9 +18,11 @@ from compression.importance import NORMS
 from compression.prune import SCHEDULES, PruneConfig
 from ctr.config import Config, config_to_dict, load_config
 from ctr.metrics import evaluate
+from ctr.wide_deep import count_params
 from data.bad_lines import ON_BAD_LINES, BadLinesError, SkipCounter
-from data.criteo import FORMATS, iter_criteo
-from data.encoder import Encoder
+from data.criteo import FORMATS, iter_criteo, read_criteo
+from data.encoder import EncodedBatch, Encoder
+from data.schema import SPARSE_FEATURES
 from data.split import Split
 from data.synth import proba_path_for, read_proba, write_synthetic
 from serving.artifact import ArtifactError, artifact_bytes, load_artifact, save_artifact
@@ -29,7 +31,7 @@ from serving.scorer import Scorer
 from slimctr import __version__, pipeline
 from slimctr.cache import load_cache, save_cache
 from slimctr.dataset import load_dataset
-from slimctr.report import summary_table, write_report
+from slimctr.report import steps_table, summary_table, write_report
 
 logger = logging.getLogger("slimctr")
 
@@ -298,8 +300,6 @@ def cmd_compress(args: argparse.Namespace) -> int:
     (Path(args.out) / "compress.json").write_text(
         json.dumps({"steps": steps, "chosen_step": result.chosen_step}, indent=1)
     )
-    from slimctr.report import steps_table
-
     print(steps_table(steps))
     print(
         f"chose step {result.chosen_step}; artifact in {args.out} "
@@ -365,8 +365,6 @@ def cmd_score(args: argparse.Namespace) -> int:
     tmp.replace(out)
     print(f"scored {rows:,} rows into {out}; {skipped.summary()}")
     rates = np.divide(oov, present, out=np.zeros(26), where=present > 0)
-    from data.schema import SPARSE_FEATURES
-
     print(
         "oov rate per field: "
         + ", ".join(
@@ -380,8 +378,6 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     scorer = Scorer.load(args.model)
     if args.data is not None:
-        from data.criteo import read_criteo
-
         batch = read_criteo(args.data, args.format, args.on_bad_lines).batch
         encoded = scorer.encode(batch)
         source = str(args.data)
@@ -389,8 +385,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         encoded = _random_rows(scorer.encoder, rows=4096, seed=0)
         source = "random in-vocabulary rows"
     result = benchmark(scorer.model, encoded, latency_calls=args.calls)
-    from ctr.wide_deep import count_params
-
     payload = {
         "model": str(args.model),
         "input": source,
@@ -408,8 +402,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _random_rows(encoder: Encoder, rows: int, seed: int):
-    from data.encoder import EncodedBatch
-
     rng = np.random.default_rng(seed)
     sizes = np.array(encoder.num_embeddings)
     sparse_ids = (rng.random((rows, len(sizes))) * sizes).astype(np.int64)

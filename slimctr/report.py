@@ -114,7 +114,7 @@ def write_report(report: dict, out: Path) -> tuple[Path, Path]:
     """Write ``report.json``, ``report.md`` and the steps plot into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "report.json"
-    json_path.write_text(json.dumps(report, indent=1, default=_json_default))
+    json_path.write_text(json.dumps(_finite(report), indent=1, default=_json_default))
     plot_steps(report["steps"], report["baseline"]["bytes"], out / STEPS_PLOT)
 
     data = report["data"]
@@ -154,6 +154,17 @@ def write_report(report: dict, out: Path) -> tuple[Path, Path]:
     md_path = out / "report.md"
     md_path.write_text("\n".join(lines))
     return json_path, md_path
+
+
+def _finite(value):
+    """JSON has no NaN: an undefined metric is written as null."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value):
