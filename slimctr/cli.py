@@ -21,7 +21,7 @@ from ctr.metrics import evaluate
 from ctr.wide_deep import count_params
 from data.bad_lines import ON_BAD_LINES, BadLinesError, SkipCounter
 from data.criteo import FORMATS, iter_criteo, read_criteo
-from data.encoder import EncodedBatch, Encoder
+from data.encoder import MISSING_ID, OOV_ID, EncodedBatch, Encoder
 from data.schema import SPARSE_FEATURES
 from data.split import Split
 from data.synth import proba_path_for, read_proba, write_synthetic
@@ -334,44 +334,57 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_score(args: argparse.Namespace) -> int:
-    scorer = Scorer.load(args.model)
-    skipped = SkipCounter()
-    present = np.zeros(26)
-    oov = np.zeros(26)
+def _write_scores(scorer: Scorer, batches, path: Path) -> tuple[int, np.ndarray]:
+    """Write ``id,probability`` rows; returns rows written and oov counts."""
+    counts = np.zeros((2, len(SPARSE_FEATURES)))  # present, oov
     rows = 0
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     with (
-        open(tmp, "w") as handle,
+        open(path, "w") as handle,
         tqdm(unit="row", unit_scale=True, desc="score") as bar,
     ):
         handle.write("id,probability\n")
-        for batch in iter_criteo(
-            args.input, args.format, args.on_bad_lines, skipped=skipped
-        ):
+        for batch in batches:
             encoded = scorer.encode(batch)
             probability = scorer.predict_encoded(encoded)
             lines = np.char.add(
                 np.char.add(batch.ids.astype(str), ","),
                 np.char.mod("%.9g", probability),
             )
-            handle.write("\n".join(lines.tolist()) + "\n" if len(lines) else "")
-            present += (encoded.sparse_ids != 0).sum(axis=0)
-            oov += (encoded.sparse_ids == 1).sum(axis=0)
+            if len(lines):
+                handle.write("\n".join(lines.tolist()) + "\n")
+            counts[0] += (encoded.sparse_ids != MISSING_ID).sum(axis=0)
+            counts[1] += (encoded.sparse_ids == OOV_ID).sum(axis=0)
             rows += len(batch)
             bar.update(len(batch))
+    return rows, counts
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    if out.resolve() == Path(args.input).resolve():
+        raise ValueError("--output: must differ from --input, which it would overwrite")
+    if out.is_dir():
+        raise IsADirectoryError(f"--output: {out} is a folder; name a file")
+    scorer = Scorer.load(args.model)
+    skipped = SkipCounter()
+    batches = iter_criteo(args.input, args.format, args.on_bad_lines, skipped=skipped)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # write beside the target and rename at the end: a failed run leaves any
+    # earlier output intact and no partial file behind
+    tmp = out.with_name(out.name + ".partial")
+    try:
+        rows, counts = _write_scores(scorer, batches, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(out)
+
     print(f"scored {rows:,} rows into {out}; {skipped.summary()}")
-    rates = np.divide(oov, present, out=np.zeros(26), where=present > 0)
-    print(
-        "oov rate per field: "
-        + ", ".join(
-            f"{name} {rate:.1%}"
-            for name, rate in zip(SPARSE_FEATURES, rates, strict=True)
-        )
+    rates = np.divide(
+        counts[1], counts[0], out=np.zeros(len(counts[0])), where=counts[0] > 0
     )
+    pairs = zip(SPARSE_FEATURES, rates, strict=True)
+    print("oov rate per field: " + ", ".join(f"{n} {r:.1%}" for n, r in pairs))
     return 0
 
 

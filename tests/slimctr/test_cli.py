@@ -262,3 +262,52 @@ def test_user_errors_exit_2_without_a_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "slimctr score: error:" in err and "Traceback" not in err
     assert main(["evaluate", "--model", str(tmp_path / "nope"), "--data", "x"]) == 2
+
+
+def test_score_unlabeled_gzip_rows_in_input_order(real_run, tmp_path):
+    import gzip
+
+    source = shared_file("criteo/dac_union_12k.txt")
+    lines = source.read_text().splitlines()[-50:]
+    unlabeled = ["\t".join(line.split("\t")[1:]) for line in lines]  # 39 fields
+    path = tmp_path / "test.txt.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write("\n".join(unlabeled) + "\n")
+    out = tmp_path / "s.csv"
+    assert (
+        main(
+            [
+                "score",
+                "--model",
+                str(real_run / "compressed"),
+                "--input",
+                str(path),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    table = list(csv.DictReader(open(out)))
+    assert [int(r["id"]) for r in table] == list(range(1, 51))
+    # the same rows with labels score the same: the label is not an input
+    labeled = tmp_path / "labeled.txt"
+    labeled.write_text("\n".join(lines) + "\n")
+    out2 = tmp_path / "s2.csv"
+    assert (
+        main(
+            [
+                "score",
+                "--model",
+                str(real_run / "compressed"),
+                "--input",
+                str(labeled),
+                "--output",
+                str(out2),
+            ]
+        )
+        == 0
+    )
+    first = [r["probability"] for r in table]
+    second = [r["probability"] for r in csv.DictReader(open(out2))]
+    assert first == second
