@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from ctr.config import ModelConfig
 from ctr.wide_deep import WideDeep
 from data.encoder import Encoder
+from serving.storage import Storage, decode_state, encode_state
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +43,18 @@ class Artifact:
 
 
 def save_artifact(
-    folder: str | Path, model: WideDeep, encoder: Encoder, metadata: dict | None = None
+    folder: str | Path,
+    model: WideDeep,
+    encoder: Encoder,
+    metadata: dict | None = None,
+    storage: Storage | None = None,
 ) -> Path:
-    """Write ``model`` and ``encoder`` into ``folder`` (created if needed)."""
+    """Write ``model`` and ``encoder`` into ``folder`` (created if needed).
+
+    ``storage`` picks fp32 (the default), fp16 or int8 for the tables and the
+    MLP weights; see :mod:`serving.storage`.
+    """
+    storage = storage or Storage()
     if model.num_embeddings != encoder.num_embeddings:
         raise ValueError(
             "model and encoder disagree on vocabulary sizes: "
@@ -62,10 +72,10 @@ def save_artifact(
         },
         "num_embeddings": list(model.num_embeddings),
         "num_dense": model.num_dense,
+        "storage": storage.as_dict(),
         "metadata": metadata or {},
     }
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS_FILE))
+    save_file(encode_state(model.state_dict(), storage), str(folder / WEIGHTS_FILE))
     encoder.save(folder)
     (folder / MODEL_JSON).write_text(json.dumps(description, indent=1))
     return folder
@@ -122,6 +132,10 @@ def load_artifact(folder: str | Path) -> Artifact:
             "loads pickled weights"
         ) from err
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    try:
+        state = decode_state(state, list(expected))
+    except KeyError as err:
+        raise ArtifactError(f"{weights_path}: tensor {err} is missing") from err
     found = {k: tuple(v.shape) for k, v in state.items()}
     if expected != found:
         wrong = sorted(set(expected.items()) ^ set(found.items()))[:5]

@@ -1,0 +1,116 @@
+"""How an artifact stores its tensors: fp32, fp16 or int8, per kind of tensor.
+
+Embedding tables (``embedding.weight``, ``wide_sparse.weight``) may be stored
+as row-wise int8 codes with a per-row scale and bias; ``Linear`` weights as
+per-channel int8 codes with a scale; anything may be stored as fp16. Loading
+always gives back fp32 tensors of the model's shapes.
+"""
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from compression.quantize import (
+    QuantizedRows,
+    dequantize_channels,
+    quantize_channels,
+    quantize_rows,
+)
+
+KINDS = ("float32", "float16", "int8")
+TABLES = ("embedding.weight", "wide_sparse.weight")
+CODES, SCALE, BIAS = ".codes", ".scale", ".bias_q"
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Storage types: ``embedding`` for the tables, ``linear`` for MLP weights.
+
+    Attributes:
+        embedding: "float32", "float16" or "int8" (row-wise).
+        linear: "float32", "float16" or "int8" (per output channel).
+        scale_dtype: "float32" or "float16", for int8 scales and biases.
+    """
+
+    embedding: str = "float32"
+    linear: str = "float32"
+    scale_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        for name in ("embedding", "linear"):
+            if getattr(self, name) not in KINDS:
+                raise ValueError(
+                    f"storage.{name}: expected one of {KINDS}, "
+                    f"got {getattr(self, name)!r}"
+                )
+        if self.scale_dtype not in ("float32", "float16"):
+            raise ValueError(
+                "storage.scale_dtype: expected float32 or float16, "
+                f"got {self.scale_dtype!r}"
+            )
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def lossless(self) -> bool:
+        return self.embedding == "float32" and self.linear == "float32"
+
+
+def _kind(name: str, tensor: torch.Tensor, storage: Storage) -> str:
+    if name in TABLES:
+        return storage.embedding
+    if name.startswith("mlp.") and name.endswith(".weight") and tensor.ndim == 2:
+        return storage.linear
+    return "float32"
+
+
+def encode_state(state: dict[str, torch.Tensor], storage: Storage) -> dict:
+    """The tensors to write for ``state`` under ``storage``."""
+    out = {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().float().contiguous()
+        kind = _kind(name, tensor, storage)
+        if kind == "float32":
+            out[name] = tensor
+        elif kind == "float16":
+            out[name] = tensor.half()
+        elif name in TABLES:
+            rows = quantize_rows(tensor, storage.scale_dtype)
+            out[name + CODES] = rows.codes
+            out[name + SCALE] = rows.scale
+            out[name + BIAS] = rows.bias
+        else:
+            codes, scale = quantize_channels(tensor)
+            out[name + CODES] = codes
+            out[name + SCALE] = scale.to(getattr(torch, storage.scale_dtype))
+    return out
+
+
+def decode_state(tensors: dict[str, torch.Tensor], names: list[str]) -> dict:
+    """fp32 tensors for ``names`` from what :func:`encode_state` wrote."""
+    state = {}
+    for name in names:
+        if name in tensors:
+            state[name] = tensors[name].float()
+        elif name + CODES in tensors and name + BIAS in tensors:
+            rows = QuantizedRows(
+                tensors[name + CODES], tensors[name + SCALE], tensors[name + BIAS]
+            )
+            state[name] = rows.dequantize()
+        elif name + CODES in tensors:
+            state[name] = dequantize_channels(
+                tensors[name + CODES], tensors[name + SCALE]
+            )
+        else:
+            raise KeyError(name)
+    return state
+
+
+def simulate(model: torch.nn.Module, storage: Storage) -> torch.nn.Module:
+    """``model`` with its weights replaced by what loading them back would give."""
+    names = list(model.state_dict())
+    model.load_state_dict(
+        decode_state(encode_state(model.state_dict(), storage), names)
+    )
+    return model
