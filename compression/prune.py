@@ -177,6 +177,7 @@ def prune_rows(
         target = len(reserved) + math.ceil(original_rows * (1.0 - sparsity) - 1e-9)
         share = 1.0 - min(target, len(scores)) / len(scores)
         flat_keep = keep_by_sparsity(scores, max(share, 0.0))
+    flat_keep[reserved] = True  # whatever λ is, missing and oov stay
     keep = split_rows(model, flat_keep)
     return thin_embedding_rows(model, keep), keep
 

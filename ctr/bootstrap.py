@@ -4,10 +4,14 @@ Both models are scored on the same resampled rows, so the interval reflects
 the noise of their difference, which is much smaller than each AUC's own.
 """
 
+import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
+
+from ctr.metrics import UndefinedMetricWarning
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,14 @@ def paired_auc_drop(
         raise ValueError(f"resamples: expected >= 10, got {resamples}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence: expected a value in (0, 1), got {confidence}")
-    if y_true.min() == y_true.max():
-        raise ValueError("y_true: the AUC drop needs both classes in the labels")
+    if len(y_true) == 0 or y_true.min() == y_true.max():
+        warnings.warn(
+            f"the AUC drop is undefined on {len(y_true)} rows with one class only; "
+            "reporting nan",
+            UndefinedMetricWarning,
+            stacklevel=2,
+        )
+        return AucDropInterval(math.nan, math.nan, math.nan, confidence, 0)
 
     rng = np.random.default_rng(seed)
     drops = []

@@ -1,9 +1,17 @@
 """Model and training settings as dataclasses, loadable from a commented TOML file."""
 
+import math
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+
+def _is_count(value: Any, low: int = 1, high: int | None = None) -> bool:
+    """An int (not a bool) in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        return False
+    return high is None or value <= high
 
 
 @dataclass(frozen=True)
@@ -21,15 +29,16 @@ class ModelConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.embedding_dim, int) or self.embedding_dim < 1:
+        if not _is_count(self.embedding_dim, high=4096):
             raise ValueError(
-                f"model.embedding_dim: expected an integer >= 1, "
+                f"model.embedding_dim: expected an integer in [1, 4096], "
                 f"got {self.embedding_dim!r}"
             )
         units = tuple(self.hidden_units)
-        if not units or any(not isinstance(u, int) or u < 1 for u in units):
+        if not units or any(not _is_count(u, high=65536) for u in units):
             raise ValueError(
-                "model.hidden_units: expected a non-empty list of integers >= 1, "
+                "model.hidden_units: expected a non-empty list of integers in "
+                "[1, 65536], "
                 f"got {self.hidden_units!r}"
             )
         object.__setattr__(self, "hidden_units", units)
@@ -54,13 +63,13 @@ class TrainConfig:
         seed: seeds weight init, shuffling and dropout.
     """
 
-    batch_size: int = 1024
+    batch_size: int = 256
     learning_rate: float = 1e-3
     embedding_learning_rate: float = 1e-3
     embedding_l2: float = 0.0
     epochs: int = 10
-    patience: int = 2
-    evals_per_epoch: int = 1
+    patience: int = 3
+    evals_per_epoch: int = 4
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -71,11 +80,13 @@ class TrainConfig:
                     f"train.{name}: expected an integer >= 1, got {value!r}"
                 )
         for name in ("learning_rate", "embedding_learning_rate"):
-            if not getattr(self, name) > 0:
+            if not 0 < getattr(self, name) < math.inf:
                 raise ValueError(
                     f"train.{name}: expected > 0, got {getattr(self, name)}"
                 )
-        if self.embedding_l2 < 0:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"train.seed: expected an integer, got {self.seed!r}")
+        if not 0 <= self.embedding_l2 < math.inf:
             raise ValueError(
                 f"train.embedding_l2: expected >= 0, got {self.embedding_l2}"
             )
@@ -85,12 +96,12 @@ class TrainConfig:
 class Config:
     """One experiment: the encoder's ``min_count``, the model and its training."""
 
-    min_count: int = 1
+    min_count: int = 3
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.min_count, int) or self.min_count < 1:
+        if not _is_count(self.min_count):
             raise ValueError(
                 f"encoder.min_count: expected an integer >= 1, got {self.min_count!r}"
             )
@@ -139,7 +150,7 @@ def load_config(path: str | Path) -> Config:
         raise ValueError(f"{path}: unknown key(s) {unknown} in [encoder]")
     try:
         return Config(
-            min_count=encoder.get("min_count", 1),
+            min_count=encoder.get("min_count", Config.min_count),
             model=_section(table, "model", ModelConfig, str(path)),
             train=_section(table, "train", TrainConfig, str(path)),
         )

@@ -42,7 +42,13 @@ def _check(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndar
         )
     if not np.isin(y_true, (0.0, 1.0)).all():
         raise ValueError("y_true: expected labels in {0, 1}")
-    if y_score.size and (np.nanmin(y_score) < 0 or np.nanmax(y_score) > 1):
+    bad = int(np.count_nonzero(~np.isfinite(y_score)))
+    if bad:
+        raise ValueError(
+            f"y_score: {bad} of {y_score.size} predictions are not finite (nan or "
+            "inf); the model is broken, e.g. training diverged"
+        )
+    if y_score.size and (y_score.min() < 0 or y_score.max() > 1):
         raise ValueError("y_score: expected probabilities in [0, 1], not logits")
     return y_true, y_score
 

@@ -25,6 +25,10 @@ from data.encoder import EncodedBatch
 logger = logging.getLogger(__name__)
 
 
+class TrainingError(RuntimeError):
+    """Training cannot go on: the loss diverged or validation is undefined."""
+
+
 @dataclass
 class TrainResult:
     """What :func:`fit` did; ``model`` holds the best weights found."""
@@ -132,6 +136,12 @@ def fit(
                 loss = loss + config.embedding_l2 * looked_up.pow(2).sum() / len(rows)
             for optimiser in optimisers:
                 optimiser.zero_grad()
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"training diverged: loss is {loss.item()} at epoch {epoch} step "
+                    f"{step + 1}; lower train.learning_rate or "
+                    "train.embedding_learning_rate"
+                )
             loss.backward()
             for optimiser in optimisers:
                 optimiser.step()
@@ -180,9 +190,10 @@ def fit(
             break
 
     if best_state is None:
-        raise RuntimeError(
+        raise TrainingError(
             "validation AUC was undefined at every evaluation: the validation "
-            "rows need both clicks and non-clicks"
+            f"split ({len(valid)} rows, {int(valid.labels.sum())} clicks) needs both "
+            "clicks and non-clicks; use more rows or another --split"
         )
     model.load_state_dict(best_state)
     model.eval()

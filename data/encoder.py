@@ -8,6 +8,7 @@ standardised with training statistics, plus a missing flag per feature.
 
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,13 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from data.batch import RawBatch
-from data.schema import DENSE_FEATURES, MISSING_KEY, NUM_SPARSE, SPARSE_FEATURES
+from data.schema import (
+    DENSE_FEATURES,
+    MISSING_KEY,
+    NUM_DENSE,
+    NUM_SPARSE,
+    SPARSE_FEATURES,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +109,12 @@ class Encoder:
             vocabularies.append(keys[counts >= min_count])
 
         logged = signed_log(batch.dense)
-        mean = np.nan_to_num(np.nanmean(logged, axis=0), nan=0.0)
-        std = np.nan_to_num(np.nanstd(logged, axis=0), nan=1.0)
+        with warnings.catch_warnings():
+            # a dense feature missing in every training row is normal (I12 is
+            # 77 % missing in Criteo); its statistics default to 0 and 1
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nan_to_num(np.nanmean(logged, axis=0), nan=0.0)
+            std = np.nan_to_num(np.nanstd(logged, axis=0), nan=1.0)
         std[std < 1e-6] = 1.0
         return cls(vocabularies, mean, std, min_count)
 
@@ -210,9 +221,25 @@ class Encoder:
         vocabularies = [
             tensors[name].view(np.uint32).astype(np.int64) for name in SPARSE_FEATURES
         ]
-        return cls(
-            vocabularies,
-            np.array(settings["dense_mean"]),
-            np.array(settings["dense_std"]),
-            int(settings["min_count"]),
-        )
+        mean, std, min_count = _dense_settings(settings, settings_path)
+        return cls(vocabularies, mean, std, min_count)
+
+
+def _dense_settings(settings: dict, path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """``dense_mean``, ``dense_std`` and ``min_count``, checked."""
+    try:
+        mean = np.asarray(settings["dense_mean"], dtype=np.float64)
+        std = np.asarray(settings["dense_std"], dtype=np.float64)
+        min_count = settings["min_count"]
+    except KeyError as err:
+        raise ValueError(f"{path}: the key {err} is missing") from err
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: dense statistics are not numbers ({err})") from err
+    for name, values in (("dense_mean", mean), ("dense_std", std)):
+        if values.shape != (NUM_DENSE,) or not np.isfinite(values).all():
+            raise ValueError(f"{path}: {name} must hold {NUM_DENSE} finite numbers")
+    if (std <= 0).any():
+        raise ValueError(f"{path}: dense_std must be positive")
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
+        raise ValueError(f"{path}: min_count must be an integer >= 1")
+    return mean, std, min_count

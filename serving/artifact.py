@@ -10,6 +10,7 @@ Layout::
 This module is the one reader and writer of that layout.
 """
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from ctr.config import ModelConfig
 from ctr.wide_deep import WideDeep
-from data.encoder import Encoder
+from data.encoder import ENCODER_JSON, VOCABULARY_FILE, Encoder
 from serving.storage import Storage, decode_state, encode_state
 
 logger = logging.getLogger(__name__)
@@ -77,8 +78,20 @@ def save_artifact(
     }
     save_file(encode_state(model.state_dict(), storage), str(folder / WEIGHTS_FILE))
     encoder.save(folder)
+    description["encoder_sha256"] = encoder_fingerprint(folder)
+    # model.json last: a folder without it is not mistaken for a finished artifact
     (folder / MODEL_JSON).write_text(json.dumps(description, indent=1))
+    for path in (folder / WEIGHTS_FILE, folder / VOCABULARY_FILE):
+        path.chmod(0o644)  # safetensors writes 0600; the JSON files are 0644
     return folder
+
+
+def encoder_fingerprint(folder: Path) -> str:
+    """SHA-256 over the encoder's files, binding them to one model."""
+    digest = hashlib.sha256()
+    for name in (ENCODER_JSON, VOCABULARY_FILE):
+        digest.update((folder / name).read_bytes())
+    return digest.hexdigest()
 
 
 def _read_description(folder: Path) -> dict:
@@ -143,9 +156,17 @@ def load_artifact(folder: str | Path) -> Artifact:
     model.load_state_dict(state)
     model.eval()
 
+    expected_sha = description.get("encoder_sha256")
     try:
+        if expected_sha is not None and encoder_fingerprint(folder) != expected_sha:
+            raise ArtifactError(
+                f"{folder}: encoder.json or vocabulary.safetensors does not belong to "
+                "this model (fingerprint mismatch); copy the artifact folder whole"
+            )
         encoder = Encoder.load(folder)
     except (FileNotFoundError, ValueError) as err:
+        if isinstance(err, ArtifactError):
+            raise
         raise ArtifactError(str(err)) from err
     if encoder.num_embeddings != model.num_embeddings:
         raise ArtifactError(f"{folder}: encoder vocabularies do not match the model")

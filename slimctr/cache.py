@@ -6,6 +6,7 @@ source file, so a later run can check what it reads.
 """
 
 import json
+import logging
 from pathlib import Path
 
 from safetensors.numpy import load_file, save_file
@@ -13,6 +14,8 @@ from safetensors.numpy import load_file, save_file
 from data.encoder import EncodedBatch, Encoder
 from slimctr.dataset import Dataset
 from slimctr.pipeline import Encoded
+
+logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = "slimctr-cache"
 CACHE_VERSION = 1
@@ -48,9 +51,28 @@ def save_cache(folder: str | Path, dataset: Dataset, encoded: Encoded) -> Path:
     return folder
 
 
+def _warn_if_stale(source: dict, manifest_path: Path) -> None:
+    path = Path(source.get("path", ""))
+    if not path.is_file():
+        logger.warning("%s: the source file %s is gone", manifest_path, path)
+        return
+    stat = path.stat()
+    if stat.st_size != source.get("bytes") or stat.st_mtime != source.get("mtime"):
+        logger.warning(
+            "%s: the source file %s changed since the cache was written; "
+            "run slimctr prepare again to use the new rows",
+            manifest_path,
+            path,
+        )
+
+
 def load_cache(folder: str | Path) -> tuple[Encoded, dict]:
     """The encoded splits and the data description of a cache folder."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(
+            f"--cache: {folder} is not a folder written by slimctr prepare"
+        )
     manifest_path = folder / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -67,10 +89,22 @@ def load_cache(folder: str | Path) -> tuple[Encoded, dict]:
             f"{manifest_path}: cache version {manifest.get('format_version')!r} is "
             f"not supported; prepare it again with this slimctr"
         )
+    _warn_if_stale(manifest.get("source", {}), manifest_path)
     encoder = Encoder.load(folder)
     parts = []
     for name in SPLITS:
-        tensors = load_file(str(folder / f"{name}.safetensors"))
+        path = folder / f"{name}.safetensors"
+        try:
+            tensors = load_file(str(path))
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"--cache: {path} is missing") from err
+        except Exception as err:  # safetensors raises its own error types
+            raise ValueError(
+                f"{path}: not a readable safetensors file ({err})"
+            ) from err
+        missing = {"sparse_ids", "dense", "labels"} - set(tensors)
+        if missing:
+            raise ValueError(f"{path}: missing tensors {sorted(missing)}")
         parts.append(
             EncodedBatch(
                 tensors["sparse_ids"].astype("int64"),

@@ -4,10 +4,12 @@ Only this module prints, draws progress bars and configures logging.
 """
 
 import argparse
-import json
 import logging
+import os
+import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,38 +20,93 @@ from compression.importance import NORMS
 from compression.prune import SCHEDULES, PruneConfig
 from ctr.config import Config, config_to_dict, load_config
 from ctr.metrics import evaluate
+from ctr.train import TrainingError
 from ctr.wide_deep import count_params
-from data.bad_lines import ON_BAD_LINES, BadLinesError, SkipCounter
+from data.bad_lines import ON_BAD_LINES, SkipCounter
 from data.criteo import FORMATS, iter_criteo, read_criteo
 from data.encoder import MISSING_ID, OOV_ID, EncodedBatch, Encoder
 from data.schema import SPARSE_FEATURES
 from data.split import Split
 from data.synth import proba_path_for, read_proba, write_synthetic
-from serving.artifact import ArtifactError, artifact_bytes, load_artifact, save_artifact
+from serving.artifact import artifact_bytes, load_artifact, save_artifact
 from serving.bench import benchmark
 from serving.scorer import Scorer
 from slimctr import __version__, pipeline
 from slimctr.cache import load_cache, save_cache
 from slimctr.dataset import load_dataset
+from slimctr.jsonio import dumps, write_json
 from slimctr.report import steps_table, summary_table, write_report
 
 logger = logging.getLogger("slimctr")
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "baseline.toml"
 DEFAULT_SYNTH_ROWS = 200_000
+MAX_THREADS = 1024
+# the file that marks each kind of folder slimctr writes
+FOLDER_MARKERS = {
+    "artifact": "model.json",
+    "cache": "manifest.json",
+    "run": "report.json",
+}
 
 
 # ---------------------------------------------------------------- arguments
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, high: int | None = None) -> int:
     try:
         value = int(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from err
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    if high is not None and value > high:
+        raise argparse.ArgumentTypeError(f"expected at most {high:,}, got {value:,}")
     return value
+
+
+def _threads(text: str) -> int:
+    return _positive_int(text, high=MAX_THREADS)
+
+
+def _calls(text: str) -> int:
+    return _positive_int(text, high=1_000_000)
+
+
+def check_out_folder(out: Path, kind: str, inputs: tuple[Path | None, ...]) -> None:
+    """Refuse an ``--out`` that is a file, an input, or a folder of another kind."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: {out} exists and is not a folder")
+    for source in inputs:
+        if source is not None and source.exists() and _same(out, source):
+            raise ValueError(f"--out: {out} is also an input; choose another folder")
+    for other, marker in FOLDER_MARKERS.items():
+        if other != kind and (out / marker).exists():
+            raise ValueError(
+                f"--out: {out} holds a slimctr {other} ({marker}); choose an empty "
+                f"folder or an existing {kind} folder to overwrite"
+            )
+
+
+def check_out_file(out: Path, option: str, inputs: tuple[Path | None, ...]) -> None:
+    """Refuse an output file that is not a regular file, an input, or inside one."""
+    if out.exists() and not out.is_file():
+        raise ValueError(f"{option}: {out} exists and is not a regular file")
+    for source in inputs:
+        if source is None or not source.exists():
+            continue
+        if _same(out, source) or (source.is_dir() and _same(out.parent, source)):
+            raise ValueError(
+                f"{option}: {out} would overwrite the input {source}; "
+                "choose another path"
+            )
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
 
 
 def _share(text: str) -> float:
@@ -82,7 +139,7 @@ def _split(text: str) -> Split:
 def _add_threads(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
-        type=_positive_int,
+        type=_threads,
         default=None,
         help="torch intra-op threads (default: torch's choice, usually all cores)",
     )
@@ -194,14 +251,32 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _print_json(payload: dict) -> None:
-    print(json.dumps(payload, indent=1, default=str))
+    print(dumps(payload))
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not args.quiet
 
 
 # ---------------------------------------------------------------- commands
 
 
+def _check_synth_out(out: Path) -> None:
+    if out.suffix == ".gz":
+        raise ValueError(
+            f"--out: {out} ends in .gz, but synth writes plain TSV; drop .gz and "
+            "compress the file afterwards if you need to"
+        )
+    for path in (out, proba_path_for(out)):
+        if path.is_dir():
+            raise IsADirectoryError(f"--out: {path} is a folder; name a file")
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
-    with tqdm(total=args.rows, unit="row", unit_scale=True, desc="synth") as bar:
+    _check_synth_out(args.out)
+    with tqdm(
+        total=args.rows, unit="row", unit_scale=True, desc="synth", disable=args.quiet
+    ) as bar:
         summary = write_synthetic(
             args.out, args.rows, seed=args.seed, progress=bar.update
         )
@@ -214,6 +289,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    check_out_folder(args.out, "cache", (args.data,))
     min_count = args.min_count or load_config(args.config).min_count
     dataset = load_dataset(args.data, args.split, args.format, args.on_bad_lines)
     encoded = pipeline.fit_encoder(dataset, min_count)
@@ -229,6 +305,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config(args)
+    check_out_folder(args.out, "artifact", (args.cache, args.data))
+    if args.cache is not None and args.split is not None:
+        raise ValueError(
+            "--split: a cache is already split; give --split to slimctr prepare"
+        )
     if args.cache is not None:
         encoded, data_info = load_cache(args.cache)
         if encoded.encoder.min_count != config.min_count:
@@ -238,12 +319,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                 config.min_count,
             )
     else:
-        dataset = load_dataset(args.data, args.split, args.format, args.on_bad_lines)
+        split = args.split or Split()
+        dataset = load_dataset(args.data, split, args.format, args.on_bad_lines)
         encoded = pipeline.fit_encoder(dataset, config.min_count)
         data_info = dataset.describe()
 
     started = time.perf_counter()
-    result = pipeline.train_baseline(config, encoded, progress=True)
+    result = pipeline.train_baseline(config, encoded, progress=_progress(args))
     elapsed = time.perf_counter() - started
     metadata = {
         "config": config_to_dict(config),
@@ -261,7 +343,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "threads": torch.get_num_threads(),
         "history": result.history,
     }
-    (Path(args.out) / "train.json").write_text(json.dumps(summary, indent=1))
+    write_json(Path(args.out) / "train.json", summary)
     print(
         f"trained in {elapsed:.1f} s ({result.epochs_run} epochs, "
         f"{result.samples_per_s:,.0f} rows/s); best valid AUC "
@@ -272,7 +354,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
+    check_out_folder(args.out, "artifact", (args.model, args.data))
     artifact = load_artifact(args.model)
+    trained_on = artifact.metadata.get("data", {}).get("path")
+    if trained_on and not _same(Path(trained_on), args.data):
+        logger.warning(
+            "--data %s is not the file this model was trained on (%s): the splits "
+            "differ, so validation rows may have been training rows",
+            args.data,
+            trained_on,
+        )
     config = Config(
         min_count=artifact.encoder.min_count,
         train=load_config(args.config).train,
@@ -285,7 +376,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data, split, args.format, args.on_bad_lines)
     encoded = pipeline.encode(dataset, artifact.encoder)
     result = pipeline.compress(
-        artifact.model, encoded, _prune_config(args), config, progress=True
+        artifact.model, encoded, _prune_config(args), config, progress=_progress(args)
     )
     steps = [s.as_dict() for s in result.steps]
     metadata = {
@@ -297,8 +388,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
         },
     }
     save_artifact(args.out, result.model, result.encoder, metadata)
-    (Path(args.out) / "compress.json").write_text(
-        json.dumps({"steps": steps, "chosen_step": result.chosen_step}, indent=1)
+    write_json(
+        Path(args.out) / "compress.json",
+        {"steps": steps, "chosen_step": result.chosen_step},
     )
     print(steps_table(steps))
     print(
@@ -334,13 +426,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_scores(scorer: Scorer, batches, path: Path) -> tuple[int, np.ndarray]:
+def _write_scores(
+    scorer: Scorer, batches, path: Path, quiet: bool
+) -> tuple[int, np.ndarray]:
     """Write ``id,probability`` rows; returns rows written and oov counts."""
     counts = np.zeros((2, len(SPARSE_FEATURES)))  # present, oov
     rows = 0
     with (
         open(path, "w") as handle,
-        tqdm(unit="row", unit_scale=True, desc="score") as bar,
+        tqdm(unit="row", unit_scale=True, desc="score", disable=quiet) as bar,
     ):
         handle.write("id,probability\n")
         for batch in batches:
@@ -361,10 +455,7 @@ def _write_scores(scorer: Scorer, batches, path: Path) -> tuple[int, np.ndarray]
 
 def cmd_score(args: argparse.Namespace) -> int:
     out = Path(args.output)
-    if out.resolve() == Path(args.input).resolve():
-        raise ValueError("--output: must differ from --input, which it would overwrite")
-    if out.is_dir():
-        raise IsADirectoryError(f"--output: {out} is a folder; name a file")
+    check_out_file(out, "--output", (args.input, args.model))
     scorer = Scorer.load(args.model)
     skipped = SkipCounter()
     batches = iter_criteo(args.input, args.format, args.on_bad_lines, skipped=skipped)
@@ -373,7 +464,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     # earlier output intact and no partial file behind
     tmp = out.with_name(out.name + ".partial")
     try:
-        rows, counts = _write_scores(scorer, batches, tmp)
+        rows, counts = _write_scores(scorer, batches, tmp, args.quiet)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -389,6 +480,12 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.json is not None:
+        check_out_file(args.json, "--json", (args.model, args.data))
+        if not args.json.parent.is_dir():
+            raise FileNotFoundError(
+                f"--json: the folder {args.json.parent} does not exist"
+            )
     scorer = Scorer.load(args.model)
     if args.data is not None:
         batch = read_criteo(args.data, args.format, args.on_bad_lines).batch
@@ -410,7 +507,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     }
     _print_json(payload)
     if args.json:
-        Path(args.json).write_text(json.dumps(payload, indent=1))
+        write_json(args.json, payload)
     return 0
 
 
@@ -424,6 +521,7 @@ def _random_rows(encoder: Encoder, rows: int, seed: int):
 
 def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    check_out_folder(out, "run", (args.data,))
     out.mkdir(parents=True, exist_ok=True)
     config = _config(args)
     synthetic = args.data is None
@@ -434,7 +532,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"[1/5] no --data given: writing {args.rows:,} synthetic rows "
             f"(seed {config.train.seed}) to {data_path}"
         )
-        with tqdm(total=args.rows, unit="row", unit_scale=True, desc="synth") as bar:
+        with tqdm(
+            total=args.rows,
+            unit="row",
+            unit_scale=True,
+            desc="synth",
+            disable=args.quiet,
+        ) as bar:
             write_synthetic(
                 data_path, args.rows, seed=config.train.seed, progress=bar.update
             )
@@ -448,7 +552,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"[3/5] training the baseline ({config.model.hidden_units}, "
         f"embedding_dim {config.model.embedding_dim})"
     )
-    trained = pipeline.train_baseline(config, encoded, progress=True)
+    trained = pipeline.train_baseline(config, encoded, progress=_progress(args))
     metadata = {"config": config_to_dict(config), "data": dataset.describe()}
     save_artifact(
         out / "baseline",
@@ -461,7 +565,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("[4/5] compressing: prune -> fine-tune, validation AUC after each step")
     prune_config = _prune_config(args)
     pruned = pipeline.compress(
-        trained.model, encoded, prune_config, config, progress=True
+        trained.model, encoded, prune_config, config, progress=_progress(args)
     )
     steps = [s.as_dict() for s in pruned.steps]
     save_artifact(
@@ -589,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--split",
         type=_split,
-        default=Split(),
+        default=None,
         help="with --data: train,valid,test fractions (default 0.8,0.1,0.1)",
     )
     _add_training(p)
@@ -658,7 +762,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help="rows to time (default: random ids)")
     p.add_argument(
         "--calls",
-        type=_positive_int,
+        type=_calls,
         default=2000,
         help="timed batch-1 calls (default 2000)",
     )
@@ -701,30 +805,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = (
-        logging.DEBUG
-        if args.verbose
-        else logging.WARNING
-        if args.quiet
-        else logging.INFO
-    )
+    if args.verbose:
+        level = logging.DEBUG
+    else:
+        level = logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    warnings.showwarning = _show_warning
+    # SIGTERM unwinds like Ctrl-C, so partial output files are removed
+    signal.signal(signal.SIGTERM, _terminate)
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except BadLinesError as err:
-        print(f"slimctr {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except (ArtifactError, FileNotFoundError, IsADirectoryError, ValueError) as err:
-        print(f"slimctr {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if args.verbose:
+            raise
+        print(f"slimctr {args.command}: error: {_describe(err)}", file=sys.stderr)
+        return 2
+
+
+def _describe(err: Exception) -> str:
+    """One readable line (or the bad-line list) for an error, without a traceback."""
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.filename}: {err.strerror or err}"
+    if isinstance(err, MemoryError):
+        return f"out of memory ({err}); use smaller settings or fewer rows"
+    if isinstance(err, OSError | ValueError | TrainingError):
+        return str(err)
+    return f"{type(err).__name__}: {err} (run with -v for the traceback)"
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """The run report: ``report.json``, ``report.md`` and a plot of the steps."""
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -9,6 +8,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from slimctr.jsonio import write_json  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def write_report(report: dict, out: Path) -> tuple[Path, Path]:
     """Write ``report.json``, ``report.md`` and the steps plot into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "report.json"
-    json_path.write_text(json.dumps(_finite(report), indent=1, default=_json_default))
+    write_json(json_path, report)
     plot_steps(report["steps"], report["baseline"]["bytes"], out / STEPS_PLOT)
 
     data = report["data"]
@@ -154,20 +155,3 @@ def write_report(report: dict, out: Path) -> tuple[Path, Path]:
     md_path = out / "report.md"
     md_path.write_text("\n".join(lines))
     return json_path, md_path
-
-
-def _finite(value):
-    """JSON has no NaN: an undefined metric is written as null."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _json_default(value):
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,7 +1,10 @@
+import math
+
 import numpy as np
 import pytest
 
 from ctr.bootstrap import paired_auc_drop
+from ctr.metrics import UndefinedMetricWarning
 
 
 def test_identical_models_have_zero_drop():
@@ -21,6 +24,7 @@ def test_worse_candidate_has_positive_interval():
     assert result.low > 0.2 and result.low <= result.drop <= result.high
 
 
-def test_one_class_is_refused():
-    with pytest.raises(ValueError, match="both classes"):
-        paired_auc_drop(np.zeros(20), np.zeros(20), np.zeros(20))
+def test_one_class_gives_nan_with_a_warning():
+    with pytest.warns(UndefinedMetricWarning, match="one class only"):
+        result = paired_auc_drop(np.zeros(20), np.zeros(20), np.zeros(20))
+    assert math.isnan(result.drop) and math.isnan(result.low)
