@@ -3,17 +3,15 @@ Criteo 1TB): raw TSV with or without the label, and the Kaggle CSV variants,
 plain or gzip, read in vectorised chunks and validated field by field.
 """
 
-import csv
 import gzip
-import io
 import itertools
 import logging
 import os
-import warnings
+import re
+import stat
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -44,6 +42,7 @@ ID = "Id"
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
 _NL, _CR = 10, 13
+_BLANK = b" \r"  # all a blank line may hold
 _READ_SIZE = 4 << 20
 _PIECE_ROWS = 16_384  # lines parsed at once
 _HEADER_EXAMPLE = "'Id,Label,I1,...,I13,C1,...,C26'"
@@ -60,13 +59,30 @@ _HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
 # make, or _NOT_HEX (bit 8 set) when either is not a hex digit. One lookup per
 # pair halves the lookups of a per-byte table.
 _NOT_HEX = 0x100
-_HEX_PAIR = (_HEX[np.arange(1 << 16) & 0xFF] << 4) | _HEX[np.arange(1 << 16) >> 8]
-_HEX_PAIR[_HEX_PAIR > 0xFF] = _NOT_HEX
+_FIRST, _SECOND = _HEX[np.arange(1 << 16) & 0xFF], _HEX[np.arange(1 << 16) >> 8]
+_HEX_PAIR = np.where(
+    (_FIRST > 15) | (_SECOND > 15), _NOT_HEX, (_FIRST << 4) | _SECOND
+).astype(np.uint16)
 _NOT_HEX_LANES = np.uint64(0x0100_0100_0100_0100)  # bit 8 of each uint16 lane
 # For a field of length L, the bytes of its 8-byte little-endian word to keep;
 # the rest are overwritten with ASCII "0" so that they parse as trailing zeros.
 _KEEP = np.array([(1 << (8 * n)) - 1 for n in range(9)], dtype=np.uint64)
 _ZEROS = np.uint64(int.from_bytes(b"0" * 8, "little"))
+
+# Byte-lane masks for testing the 8 bytes of a word at once ("SWAR"): a test
+# leaves bit 7 of each byte lane set where the byte passes it.
+_LANES = np.uint64(0x0101_0101_0101_0101)
+_LOW7 = np.uint64(0x7F7F_7F7F_7F7F_7F7F)
+_HIGH = np.uint64(0x8080_8080_8080_8080)
+_KEEP_HIGH = _KEEP & _HIGH  # bit 7 of the first L lanes
+_FIRST_LANE = np.uint64(0x80)
+_ONE = np.uint64(1)
+_EIGHT = np.uint64(8)
+# What an I or Id value, and a label, may be written as (see iter_criteo).
+_DIGIT_ZERO = _LANES * np.uint64(ord("0"))
+_TEN_UP = _LANES * np.uint64(0x76)
+_INTEGER = re.compile(rb"-?[0-9]+(?:\.0+)?")
+_LABEL_WORDS = [np.uint64(int.from_bytes(t, "little")) for t in (b"0.0", b"1.0")]
 
 
 @dataclass(frozen=True)
@@ -139,10 +155,11 @@ def detect_layout(path: str | os.PathLike, fmt: str = "auto") -> Layout:
     if separator == "\t" and len(fields) in (TSV.num_fields, TSV_UNLABELED.num_fields):
         return TSV if len(fields) == TSV.num_fields else TSV_UNLABELED
     raise ValueError(
-        f"{path}:{number}: cannot tell the layout from {_clip(text)}: found "
+        f"{path}:{number}: cannot tell the layout from {_quote(text, 60)}: found "
         f"{len(fields)} field(s) and no header; expected 40 tab-separated fields "
         f"(label, I1..I13, C1..C26), 39 (no label), or a header such as "
-        f"{_HEADER_EXAMPLE}; or pass fmt, one of {FORMATS}"
+        f"{_HEADER_EXAMPLE}; or choose the layout with --format (fmt=...): "
+        "tsv, tsv-unlabeled or csv"
     )
 
 
@@ -155,10 +172,21 @@ def iter_criteo(
 ) -> Iterator[RawBatch]:
     """Batches of at most ``chunk_rows`` valid rows of a Criteo file, in order.
 
-    Blank lines are ignored anywhere. A line is bad when its field count departs
-    from the layout, its label is not 0 or 1 (``1.0`` counts as 1), an ``I`` or
-    ``Id`` value is not an integer (``260.0`` is one, ``2.5`` is not), or a
-    ``C`` value is neither empty nor 1 to 8 hex digits.
+    A blank line holds nothing but spaces (and carriage returns); blank lines
+    are ignored anywhere and not counted. Every other line is a row, so a line
+    of tabs is a row of empty fields: 39 tabs make a 40-field row whose empty
+    label makes it bad.
+
+    A row is bad when its field count departs from the layout, or a field is
+    not written as its column requires (ASCII only, no signs, spaces, exponents
+    or digit separators):
+
+    * label: ``0`` or ``1``, or ``0.0`` or ``1.0``;
+    * ``I1..I13`` and ``Id``: empty (missing; not for ``Id``), or an optional
+      ``-`` and digits, optionally followed by ``.`` and zeros (``260.0``);
+      ``+5``, ``1e3``, ``2.5``, ``1_000``, `` 5`` and ``nan`` are bad;
+    * ``C1..C26``: empty (missing), or 1 to 8 hex digits (``68fd1e64``,
+      ``ABCDEF01``); ``0x12`` is bad.
 
     Under ``on_bad_lines="error"`` batches are yielded until the first batch
     holding a bad line; from there on the file is still scanned to the end,
@@ -181,7 +209,8 @@ def read_criteo(
 
     Under ``on_bad_lines="error"`` a file with any bad line returns nothing:
     ``BadLinesError`` is raised once the whole file has been scanned. A missing
-    file raises ``FileNotFoundError`` naming the path.
+    path raises ``FileNotFoundError``, a folder ``IsADirectoryError``, and a
+    pipe, device or socket ``ValueError``, each naming the path.
     """
     skipped = SkipCounter()
     path, layout = _check_args(path, fmt, on_bad_lines, 200_000, skipped)
@@ -195,8 +224,9 @@ def parse_frame(frame: pd.DataFrame, source: str = "<frame>") -> RawBatch:
 
     Columns are found by name, in any case: ``I1..I13`` and ``C1..C26`` are
     required, ``label`` and ``Id`` optional, others are ignored. Values may be
-    strings, numbers, or ``None``/``NaN`` for missing. A sparse value is read
-    as hex digits; an integer there (or an integral float) is read as the
+    strings, numbers, or ``None``/``NaN`` for missing; strings must be written
+    as in a file (see ``iter_criteo``), numbers must be integral. A sparse value
+    is read as hex digits; an integer there (or an integral float) is read as the
     digits it is written with, which is what pandas makes of an all-digit hex
     column such as ``"00012345"``. A bad value raises ``BadLinesError`` whose
     line numbers are 1-based row positions; ids are the ``Id`` column, else the
@@ -207,7 +237,7 @@ def parse_frame(frame: pd.DataFrame, source: str = "<frame>") -> RawBatch:
     names = _frame_columns(frame)
     lines = np.arange(1, len(frame) + 1, dtype=np.int64)
     numbers = {
-        name: _numbers_from_column(frame[column])
+        name: _numbers_from_column(frame[column], name)
         for name, column in names.items()
         if name not in SPARSE_FEATURES
     }
@@ -237,9 +267,12 @@ class _Parsed:
     """``g`` rows parsed to numbers, not yet validated.
 
     ``numbers`` maps Id, label and I1..I13 (those present) to ``(values,
-    present)``: ``(g,)`` numbers (nan where not a number) and a ``(g,)`` mask
-    of non-empty fields. ``words`` ``(g, 26)`` holds the first 8 bytes of each
-    sparse field as a little-endian uint64, ``lengths`` ``(g, 26)`` its length.
+    present, written_ok)``: ``(g,)`` numbers (nan where not a number), a
+    ``(g,)`` mask of non-empty fields, and a ``(g,)`` mask of fields written as
+    the column requires (checked on the text; a number in a frame passes), so
+    that a lenient number parser cannot let ``1e3`` or ``+5`` through.
+    ``words`` ``(g, 26)`` holds the first 8 bytes of each sparse field as a
+    little-endian uint64, ``lengths`` ``(g, 26)`` its length.
     """
 
     lines: np.ndarray
@@ -254,16 +287,14 @@ class _Lines:
 
     ``good`` holds the numbers of the ``g`` lines with the layout's field
     count; ``starts`` and ``ends`` ``(g, num_fields)`` are the byte offsets of
-    their fields in ``buf``. ``for_csv`` holds the bytes of those lines only
-    (blank ones aside, which read_csv skips). Lines with another field count
-    are ``wrong_lines``, with ``wrong_counts`` fields.
+    their fields in ``buf``. Lines with another field count are
+    ``wrong_lines``, with ``wrong_counts`` fields; blank lines are in neither.
     """
 
     buf: np.ndarray
     good: np.ndarray
     starts: np.ndarray
     ends: np.ndarray
-    for_csv: np.ndarray
     wrong_lines: np.ndarray
     wrong_counts: np.ndarray
     header_seen: bool
@@ -287,7 +318,7 @@ def _iter_batches(
         lines = _split_lines(block, first_line, layout, header_pending)
         header_pending = header_pending and not lines.header_seen
         if len(lines.good) or len(lines.wrong_lines):
-            parsed = _parse_lines(path, lines, layout)
+            parsed = _parse_lines(lines, layout)
             batch, bad, columns = _validate(parsed)
             if on_bad_lines == "error":
                 log.add_wrong_counts(lines, layout.num_fields)
@@ -372,12 +403,12 @@ def _split_lines(
     numbers = first_line + np.arange(len(ends_nl), dtype=np.int64)
 
     content = ends_nl > line_starts
+    for i in np.flatnonzero(content & (counts == 1)):  # one field: blank or bad
+        text = buf[line_starts[i] : ends_nl[i]].tobytes()
+        content[i] = bool(text.strip(_BLANK))
     header_seen = bool(header_pending and content.any())
-    header_end = 0
     if header_seen:
-        header = np.argmax(content)
-        content[header] = False
-        header_end = ends_nl[header] + 1
+        content[np.argmax(content)] = False
     fits = counts == layout.num_fields
     good, wrong = content & fits, content & ~fits
 
@@ -386,102 +417,69 @@ def _split_lines(
     starts = np.empty_like(ends)
     starts[:, 0] = line_starts[good]
     starts[:, 1:] = ends[:, :-1] + 1
-
-    if wrong.any():
-        for_csv = buf[np.repeat(good, ends_nl - line_starts + 1)]
-    else:
-        for_csv = buf[header_end:]
     return _Lines(
         buf=padded,
         good=numbers[good],
         starts=starts,
         ends=ends,
-        for_csv=for_csv,
         wrong_lines=numbers[wrong],
         wrong_counts=counts[wrong],
         header_seen=header_seen,
     )
 
 
-def _parse_lines(path: str, lines: _Lines, layout: Layout) -> _Parsed:
-    """Numbers by ``pandas.read_csv``; sparse fields by one 8-byte gather each."""
+def _parse_lines(lines: _Lines, layout: Layout) -> _Parsed:
+    """Every field from its bytes, by one unaligned 8-byte gather per field:
+    sparse words, labels, and the numbers of Id and I1..I13."""
     position = {name: i for i, name in enumerate(layout.columns)}
     lengths = lines.ends - lines.starts  # (g, num_fields)
-
-    sparse_at = [position[c] for c in SPARSE_FEATURES]
     words_at = np.ndarray(
         shape=(len(lines.buf) - 7,), dtype="<u8", buffer=lines.buf, strides=(1,)
     )  # words_at[k]: the 8 bytes from offset k, unaligned
+
+    sparse_at = [position[c] for c in SPARSE_FEATURES]
     words = words_at[lines.starts[:, sparse_at]]  # (g, 26)
 
-    names = [c for c in (ID, LABEL, *DENSE_FEATURES) if c in position]
-    at = {position[c]: c for c in names}
-    numbers = _read_numbers(path, lines, layout.separator, at)
+    numbers = {}
+    if LABEL in position:
+        at = position[LABEL]
+        numbers[LABEL] = _labels_from_words(
+            words_at[lines.starts[:, at]], lengths[:, at]
+        )
+    columns = [(DENSE_FEATURES, np.float64)]
+    if ID in position:
+        columns.append(([ID], np.int64))
+    for names, dtype in columns:
+        at = [position[c] for c in names]
+        starts, ends = lines.starts[:, at], lines.ends[:, at]  # (g, k)
+
+        def field(i: int, starts=starts, ends=ends) -> bytes:
+            return lines.buf[starts.flat[i] : ends.flat[i]].tobytes()
+
+        values, written_ok = _integers_from_words(
+            words_at[starts].ravel(), (ends - starts).ravel(), field, dtype
+        )
+        values = values.reshape(starts.shape)
+        written_ok = written_ok.reshape(starts.shape)
+        for j, name in enumerate(names):
+            numbers[name] = (values[:, j], lengths[:, at[j]] > 0, written_ok[:, j])
+
     return _Parsed(
         lines=lines.good,
-        numbers={n: (numbers[n], lengths[:, position[n]] > 0) for n in names},
+        numbers=numbers,
         words=words,
         lengths=lengths[:, sparse_at],
     )
-
-
-def _read_numbers(
-    path: str, lines: _Lines, separator: str, at: dict[int, str]
-) -> dict[str, np.ndarray]:
-    """Id, label and dense columns of the good lines, by ``pandas.read_csv``;
-    ``at`` maps field positions to column names.
-
-    The fast path has the C parser make the numbers; a piece where some field
-    is not a number is read again as text, and ``_to_numbers`` parses that.
-    """
-    g = len(lines.good)
-    if not g:
-        return {name: np.empty(0) for name in at.values()}
-
-    def read(dtype: dict) -> pd.DataFrame:
-        return pd.read_csv(
-            io.BytesIO(lines.for_csv.tobytes()),
-            sep=separator,
-            header=None,
-            usecols=list(at),
-            dtype=dtype,
-            engine="c",
-            keep_default_na=False,
-            na_values=[""],
-            quoting=csv.QUOTE_NONE,
-            lineterminator="\n",
-            encoding_errors="replace",
-        )
-
-    fast = {p: np.int64 if n == ID else np.float64 for p, n in at.items()}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            frame = read(fast)
-        columns = {n: frame[p].to_numpy() for p, n in at.items()}
-    except (ValueError, OverflowError) as err:
-        # Not a failure: some field is not a number, and validation will say
-        # which; the text path keeps the good values of this piece.
-        logger.debug("%s: from line %d: %s; reading as text", path, lines.good[0], err)
-        frame = read(dict.fromkeys(at, object))  # text, nan where empty
-        columns = {n: _to_numbers(frame[p].to_numpy()) for p, n in at.items()}
-
-    if len(frame) != g:
-        raise RuntimeError(
-            f"{path}: internal error: read_csv found {len(frame)} rows where the "
-            f"scan found {g} (lines {lines.good[0]}..{lines.good[-1]})"
-        )
-    return columns
 
 
 def _file_text(lines: _Lines, layout: Layout):
     """A function giving the text of one field of a parsed line, for messages."""
     position = {name: i for i, name in enumerate(layout.columns)}
 
-    def text(row: int, name: str) -> str:
+    def text(row: int, name: str) -> bytes:
         start = lines.starts[row, position[name]]
         end = lines.ends[row, position[name]]
-        return lines.buf[start:end].tobytes().decode("utf-8", errors="replace")
+        return lines.buf[start:end].tobytes()
 
     return text
 
@@ -501,24 +499,27 @@ def _validate(parsed: _Parsed) -> tuple[RawBatch, np.ndarray, tuple[str, ...]]:
 
     ids = parsed.lines
     if ID in parsed.numbers:
-        ids, bad = _check_ids(*parsed.numbers[ID])
+        values, present, written_ok = parsed.numbers[ID]
+        ids, bad = _check_ids(values, present)
+        bad |= ~written_ok
         columns.append(ID)
         faults.append(bad)
 
     labels = None
     if LABEL in parsed.numbers:
-        values, present = parsed.numbers[LABEL]
-        bad = ~present | ((values != 0) & (values != 1))
+        values, present, written_ok = parsed.numbers[LABEL]
+        bad = ~present | ~written_ok | ((values != 0) & (values != 1))
         labels = np.where(bad, 0, values).astype(np.float32)
         columns.append(LABEL)
         faults.append(bad)
 
     dense = np.empty((g, NUM_DENSE), dtype=np.float64)
     for j, name in enumerate(DENSE_FEATURES):
-        values, present = parsed.numbers[name]
+        values, present, written_ok = parsed.numbers[name]
         values = values.astype(np.float64, copy=False)
         with np.errstate(invalid="ignore"):
-            bad = present & ~(np.isfinite(values) & (values == np.floor(values)))
+            integral = np.isfinite(values) & (values == np.floor(values))
+        bad = present & ~(written_ok & integral)
         dense[:, j] = np.where(present & ~bad, values, np.nan)
         faults.append(bad)
     columns += DENSE_FEATURES
@@ -568,20 +569,154 @@ def _sparse_keys(words: np.ndarray, lengths: np.ndarray):
     return keys, bad
 
 
-def _numbers_from_column(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """``(values, present)`` of a frame column of numbers or text, ``None`` or
-    nan or ``""`` for missing; values are nan where not a number."""
+def _integers_from_words(
+    words: np.ndarray, lengths: np.ndarray, field, dtype=np.float64
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, written_ok)`` of ``(m,)`` fields given as in ``_sparse_keys``.
+
+    A field is written ok when empty or ``-?[0-9]+(\\.0+)?`` (a number too big
+    for ``dtype`` is not), and ``values`` then holds its number as ``dtype``
+    (0 elsewhere). ``field(i)`` gives the bytes of field ``i``; only the rare
+    fields past 8 bytes need it.
+    """
+    short = np.minimum(lengths, 8)
+    keep = _KEEP_HIGH[short]
+    not_digit = _lanes_not_digit(words) & keep
+    written_ok = not_digit == 0  # the common case: digits only, or empty
+    num_digits, negative = short.copy(), np.zeros(len(words), dtype=bool)
+    odd = np.flatnonzero(~written_ok & (lengths <= 8))
+    written_ok[odd], num_digits[odd], negative[odd] = _signed_or_pointed(
+        words[odd], keep[odd], not_digit[odd]
+    )
+
+    # A sign takes the first lane; digits after a point are zeros.
+    numbers = _digits_value(words >> (negative * _EIGHT), num_digits)
+    numbers = numbers.astype(np.int64)
+    numbers[negative] *= -1
+    values = numbers.astype(dtype)
+    values[~written_ok | (lengths == 0)] = 0
+    for i in np.flatnonzero(lengths > 8):
+        written_ok[i], values[i] = _long_integer(field(i), dtype)
+    return values, written_ok
+
+
+def _signed_or_pointed(words: np.ndarray, keep: np.ndarray, not_digit: np.ndarray):
+    """``(written_ok, num_digits, negative)`` of fields of at most 8 bytes that
+    hold a byte other than a digit; ``keep`` and ``not_digit`` are byte-lane
+    masks. ``num_digits`` counts the digits before the point."""
+    minus = _lanes_equal(words, b"-") & keep
+    point = _lanes_equal(words, b".") & keep
+    zeros = _lanes_equal(words, b"0") & keep
+    digits = keep & ~not_digit
+    after = keep & ~((point << _ONE) - _ONE)  # the lanes past the point
+    tail_ok = (
+        (((point >> _EIGHT) & digits) != 0)  # a digit just before the point
+        & (after != 0)
+        & ((after & ~zeros) == 0)  # and only zeros after it
+    )
+    written_ok = (
+        ((not_digit & ~(minus | point)) == 0)  # nothing but digits, "-", "."
+        & ((minus & ~_FIRST_LANE) == 0)  # a "-" comes first
+        & ((point & (point - _ONE)) == 0)  # at most one "."
+        & (digits != 0)
+        & ((point == 0) | tail_ok)
+    )
+    negative = minus != 0
+    before_point = np.bitwise_count(keep & (point - _ONE))  # all lanes if no point
+    return written_ok, before_point.astype(np.int64) - negative, negative
+
+
+def _digits_value(words: np.ndarray, num_digits: np.ndarray) -> np.ndarray:
+    """The ``(m,)`` numbers that the first ``num_digits`` (0 to 8) byte lanes of
+    ``words`` spell in ASCII digits, most significant first.
+
+    The digits are shifted to the top lanes (zeros pad them in front), then
+    neighbouring pairs, quads and halves are merged: 8 digits in 3 steps.
+    """
+    v = (words - _DIGIT_ZERO) & _KEEP[num_digits]  # lane values 0..9
+    v <<= ((8 - num_digits) * 8).astype(np.uint64)
+    v = (v * 10 + (v >> _EIGHT)) & np.uint64(0x00FF_00FF_00FF_00FF)
+    v = (v * 100 + (v >> np.uint64(16))) & np.uint64(0x0000_FFFF_0000_FFFF)
+    return (v * 10_000 + (v >> np.uint64(32))) & np.uint64(0xFFFF_FFFF)
+
+
+def _long_integer(text: bytes, dtype) -> tuple[bool, float | int]:
+    """``(written_ok, value)`` of one field longer than 8 bytes."""
+    if _INTEGER.fullmatch(text) is None:
+        return False, 0
+    number = int(text.partition(b".")[0])
+    if dtype == np.int64:
+        fits = -(2**63) <= number < 2**63
+        return fits, number if fits else 0
+    try:
+        return True, float(number)
+    except OverflowError:  # past 1.8e308
+        return False, 0
+
+
+def _lanes_equal(words: np.ndarray, byte: bytes) -> np.ndarray:
+    """Bit 7 set in each byte lane of ``words`` that equals ``byte``."""
+    x = words ^ (_LANES * np.uint64(byte[0]))  # lanes: 0 where equal
+    return ~(((x & _LOW7) + _LOW7) | x) & _HIGH
+
+
+def _lanes_not_digit(words: np.ndarray) -> np.ndarray:
+    """Bit 7 set in each byte lane of ``words`` that is not an ASCII digit."""
+    x = words ^ _DIGIT_ZERO  # lanes: 0..9 for a digit
+    return (((x & _LOW7) + _TEN_UP) | x) & _HIGH  # 10 + 0x76 carries to bit 7
+
+
+def _labels_from_words(words: np.ndarray, lengths: np.ndarray):
+    """``(values, present, written_ok)`` of ``(m,)`` label fields given as in
+    ``_sparse_keys``: exactly ``0``, ``1``, ``0.0`` or ``1.0`` is written ok."""
+    first = words & np.uint64(0xFF)
+    three = words & np.uint64(0xFF_FFFF)
+    one_byte = (first == ord("0")) | (first == ord("1"))
+    with_point = (three == _LABEL_WORDS[0]) | (three == _LABEL_WORDS[1])
+    written_ok = ((lengths == 1) & one_byte) | ((lengths == 3) & with_point)
+    values = np.where(written_ok, first == ord("1"), np.nan)
+    return values, lengths > 0, written_ok
+
+
+def _numbers_from_column(column: pd.Series, name: str):
+    """``(values, present, written_ok)`` of a frame column of numbers or text,
+    ``None`` or nan or ``""`` for missing; values are nan where not a number,
+    and text must be written as in a file (see ``_text_written_ok``)."""
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)
         if column.dtype.kind in "iu" and not column.hasnans:
             values = column.to_numpy()  # exact, e.g. for a large Id
-        return values, ~np.isnan(values.astype(np.float64))
+        return values, ~np.isnan(values.astype(np.float64)), np.ones(len(values), bool)
 
     values = column.to_numpy(dtype=object)
     missing = pd.isna(values)
     missing[~missing] = values[~missing] == ""  # not before: pd.NA == "" is NA
     values = np.where(missing, np.nan, values)
-    return _to_numbers(values), ~missing
+    return _to_numbers(values), ~missing, _text_written_ok(values, name)
+
+
+def _text_written_ok(values: np.ndarray, name: str) -> np.ndarray:
+    """Mask of the ``(m,)`` values of a frame column that are not text, or
+    text written as a file's field of column ``name`` must be."""
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    if kind in ("string", "empty"):
+        is_text = ~pd.isna(values)
+    else:
+        is_text = np.fromiter((isinstance(v, str) for v in values), bool, len(values))
+    text = values[is_text]
+    words = _words_from_text(text.astype(str))[0]
+    # Lengths of the str objects: a numpy string array drops trailing NULs.
+    lengths = np.fromiter(map(len, text), np.int64, len(text))
+
+    def field(i: int) -> bytes:
+        return text[i].encode("utf-8", errors="replace")
+
+    ok = np.ones(len(values), dtype=bool)
+    if name == LABEL:
+        ok[is_text] = _labels_from_words(words, lengths)[2]
+    else:
+        ok[is_text] = _integers_from_words(words, lengths, field)[1]
+    return ok
 
 
 def _to_numbers(values: np.ndarray) -> np.ndarray:
@@ -614,8 +749,14 @@ def _sparse_words_from_column(column: pd.Series) -> tuple[np.ndarray, np.ndarray
     else:
         text = column.astype(object).where(column.notna(), "").astype(str)
         text = text.to_numpy().astype(str)
+    return _words_from_text(text)
+
+
+def _words_from_text(text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(words, lengths)`` of ``(m,)`` strings, as ``_sparse_keys`` takes them;
+    a non-ASCII character becomes ``?``, which no check accepts."""
     lengths = np.strings.str_len(text).astype(np.int64)
-    raw = np.strings.encode(text, "ascii", "replace").astype("S8")  # non-ASCII: ?
+    raw = np.strings.encode(text, "ascii", "replace").astype("S8")
     return np.frombuffer(raw.tobytes(), dtype="<u8").copy(), lengths
 
 
@@ -640,14 +781,14 @@ def _reason(column: str) -> str:
     return "not_integer"
 
 
-def _detail(column: str, text: str) -> str:
+def _detail(column: str, text: str | bytes) -> str:
     if column == LABEL:
-        return "missing; expected 0 or 1" if not text else f"{text!r} is not 0 or 1"
+        return f"{_quote(text)} is not 0 or 1" if text else "missing; expected 0 or 1"
     if column in SPARSE_FEATURES:
-        return f"{text!r} is not 1 to 8 hex digits"
+        return f"{_quote(text)} is not 1 to 8 hex digits"
     if not text:
         return "missing; expected an integer"
-    return f"{text!r} is not an integer"
+    return f"{_quote(text)} is not an integer"
 
 
 class _FaultLog:
@@ -725,9 +866,31 @@ def _check_args(
 def _check_path(path: str | os.PathLike) -> str:
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"path: expected a str or os.PathLike, got {type(path)}")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"path: no such file: {os.fspath(path)}")
-    return os.fspath(path)
+    name = os.fspath(path)
+    try:
+        mode = os.stat(name).st_mode
+    except (FileNotFoundError, NotADirectoryError) as err:
+        raise FileNotFoundError(f"path: no such file: {name}") from err
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"path: {name}: is a folder, expected a file")
+    if not stat.S_ISREG(mode):
+        # The layout is read from the first line before the data, so the file
+        # is opened twice, which a stream cannot serve.
+        raise ValueError(
+            f"path: {name}: is a {_file_kind(mode)}, expected a regular file; "
+            "save the data to a file and pass that"
+        )
+    return name
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "special file"
 
 
 def _check_fmt(fmt: object) -> str:
@@ -751,13 +914,14 @@ def _read(f: BinaryIO, path: str, size: int = _READ_SIZE) -> bytes:
 
 
 def _first_line(path: str) -> tuple[int, str] | None:
-    """``(number, text)`` of the first non-blank line, or ``None``."""
+    """``(number, text)`` of the first non-blank line, or ``None``; bytes that
+    are not UTF-8 are kept as surrogates, which ``_quote`` shows as ``\\xNN``."""
     with _open(path) as f:
         try:
             for number, raw in enumerate(f, start=1):
                 line = raw.removesuffix(b"\n").removesuffix(b"\r")
-                if line:
-                    text = line.decode("utf-8", errors="replace")
+                if line.strip(_BLANK):
+                    text = line.decode("utf-8", errors="surrogateescape")
                     return number, text.removeprefix("\ufeff")
         except _GZIP_ERRORS as err:
             raise ValueError(f"{path}: not a readable gzip stream: {err}") from err
@@ -772,7 +936,7 @@ def _header_layout(path: str, number: int, text: str, separator: str) -> Layout:
     missing = [c for c in _FEATURES if c not in columns]
     repeated = sorted({c for c in columns if columns.count(c) > 1})
     problem = (
-        f"unknown column names {unknown}"
+        f"unknown column names {_quote_list(unknown)}"
         if unknown
         else f"repeated columns {repeated}"
         if repeated
@@ -782,7 +946,7 @@ def _header_layout(path: str, number: int, text: str, separator: str) -> Layout:
     )
     if problem:
         raise ValueError(
-            f"{path}:{number}: not a Criteo header ({problem}) in {_clip(text)}; "
+            f"{path}:{number}: not a Criteo header ({problem}) in {_quote(text, 60)}; "
             f"expected {_HEADER_EXAMPLE}, 'label,I1,...,C26' or 'Id,I1,...,C26'"
         )
     return Layout(separator, True, ID in columns, LABEL in columns, columns)
@@ -820,5 +984,27 @@ def _empty_batch(labeled: bool) -> RawBatch:
     )
 
 
-def _clip(text: str, width: int = 60) -> str:
-    return repr(text if len(text) <= width else text[:width] + "...")
+def _quote(text: str | bytes, width: int = 40) -> str:
+    """``text`` quoted for a message, safe to print on a terminal: control and
+    other non-printable characters and bytes that are not UTF-8 are escaped as
+    in a Python literal (``'ab\\x00'``, ``'caf\\xe9'``), and the text is cut
+    after ``width`` characters (``'abc'...``)."""
+    if isinstance(text, bytes):
+        text = text[: 4 * width + 4].decode("utf-8", errors="surrogateescape")
+    body = "".join(map(_escape, text[:width]))
+    return f"'{body}'" + ("..." if len(text) > width else "")
+
+
+def _escape(char: str) -> str:
+    if "\udc80" <= char <= "\udcff":  # an undecodable byte, by surrogateescape
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    if char == "'":
+        return "\\'"
+    if char.isprintable() and char != "\\":
+        return char
+    return repr(char)[1:-1]  # \t, \x1b, \u202e, \\
+
+
+def _quote_list(names: list[str], most: int = 5) -> str:
+    shown = ", ".join(_quote(n, 20) for n in names[:most])
+    return f"[{shown}{', ...' if len(names) > most else ''}]"

@@ -35,7 +35,7 @@ from slimctr import __version__, pipeline
 from slimctr.cache import load_cache, save_cache
 from slimctr.dataset import load_dataset
 from slimctr.jsonio import dumps, write_json
-from slimctr.report import steps_table, summary_table, write_report
+from slimctr.report import steps_table, storage_table, summary_table, write_report
 
 logger = logging.getLogger("slimctr")
 
@@ -232,6 +232,16 @@ def _add_pruning(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_storage(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage",
+        choices=("auto", *pipeline.STORAGES),
+        default="auto",
+        help="how the compressed artifact stores its weights; auto keeps the "
+        "smallest that stays within --max-auc-drop on validation (default auto)",
+    )
+
+
 def _prune_config(args: argparse.Namespace) -> PruneConfig:
     return PruneConfig(
         neuron_sparsity=args.neuron_sparsity,
@@ -379,23 +389,22 @@ def cmd_compress(args: argparse.Namespace) -> int:
         artifact.model, encoded, _prune_config(args), config, progress=_progress(args)
     )
     steps = [s.as_dict() for s in result.steps]
-    metadata = {
-        **artifact.metadata,
-        "compression": {
-            "config": vars(_prune_config(args)),
-            "steps": steps,
-            "chosen_step": result.chosen_step,
-        },
+    choice = pipeline.pick_storage(result, dataset, args.max_auc_drop, args.storage)
+    summary = {
+        "config": vars(_prune_config(args)),
+        "steps": steps,
+        "chosen_step": result.chosen_step,
+        "storage": choice.name,
+        "storage_candidates": choice.candidates,
     }
-    save_artifact(args.out, result.model, result.encoder, metadata)
-    write_json(
-        Path(args.out) / "compress.json",
-        {"steps": steps, "chosen_step": result.chosen_step},
-    )
+    metadata = {**artifact.metadata, "compression": summary}
+    save_artifact(args.out, result.model, result.encoder, metadata, choice.storage)
+    write_json(Path(args.out) / "compress.json", summary)
     print(steps_table(steps))
+    print(storage_table(choice.candidates))
     print(
-        f"chose step {result.chosen_step}; artifact in {args.out} "
-        f"({artifact_bytes(args.out)['total']:,} bytes)"
+        f"chose step {result.chosen_step} stored as {choice.name}; artifact in "
+        f"{args.out} ({artifact_bytes(args.out)['total']:,} bytes)"
     )
     return 0
 
@@ -568,14 +577,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         trained.model, encoded, prune_config, config, progress=_progress(args)
     )
     steps = [s.as_dict() for s in pruned.steps]
+    choice = pipeline.pick_storage(
+        pruned, dataset, prune_config.max_auc_drop, args.storage
+    )
+    compression = {
+        "chosen_step": pruned.chosen_step,
+        "storage": choice.name,
+        "storage_candidates": choice.candidates,
+    }
     save_artifact(
         out / "compressed",
         pruned.model,
         pruned.encoder,
-        {
-            **metadata,
-            "compression": {"steps": steps, "chosen_step": pruned.chosen_step},
-        },
+        {**metadata, "compression": compression},
+        choice.storage,
     )
 
     print("[5/5] scoring the test split and benchmarking both artifacts")
@@ -599,9 +614,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         },
         "compressed": {
             **pipeline.summarise(compressed, out / "compressed", test_comp),
-            "valid_auc": pruned.steps[pruned.chosen_step].valid_auc,
+            "valid_auc": next(
+                c["valid_auc"] for c in choice.candidates if c["storage"] == choice.name
+            ),
             "chosen_step": pruned.chosen_step,
+            "storage": choice.name,
         },
+        "storage_candidates": choice.candidates,
         "steps": steps,
         "test_auc_drop": pipeline.compare(
             baseline, compressed, dataset, seed=config.train.seed
@@ -723,6 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_training(p)
     _add_pruning(p)
+    _add_storage(p)
     _add_reading(p)
     _add_threads(p)
     p.set_defaults(func=cmd_compress)
@@ -793,6 +813,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_training(p)
     _add_pruning(p)
+    _add_storage(p)
     _add_reading(p)
     _add_threads(p)
     p.add_argument(

@@ -4,6 +4,7 @@ This is the one place that wires ``data``, ``ctr``, ``compression`` and
 ``serving`` together.
 """
 
+import copy
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -15,13 +16,14 @@ from compression.prune import PruneConfig, PruneResult, prune_gradually
 from ctr.bootstrap import paired_auc_drop
 from ctr.config import Config
 from ctr.metrics import evaluate
-from ctr.train import TrainResult, fit
+from ctr.train import TrainResult, fit, predict
 from ctr.wide_deep import WideDeep, count_params
 from data.encoder import EncodedBatch, Encoder
 from data.schema import NUM_DENSE
 from serving.artifact import artifact_bytes, save_artifact
 from serving.bench import benchmark
 from serving.scorer import Scorer
+from serving.storage import Storage, simulate
 from slimctr.dataset import Dataset
 
 logger = logging.getLogger(__name__)
@@ -59,11 +61,75 @@ def train_baseline(
     return fit(model, encoded.train, encoded.valid, config.train, progress=progress)
 
 
-def measure_bytes(model: WideDeep, encoder: Encoder) -> int:
+def measure_bytes(
+    model: WideDeep, encoder: Encoder, storage: Storage | None = None
+) -> int:
     """Bytes on disk of the artifact that would hold ``model`` and ``encoder``."""
     with tempfile.TemporaryDirectory(prefix="slimctr-size-") as folder:
-        save_artifact(folder, model, encoder)
+        save_artifact(folder, model, encoder, storage=storage)
         return artifact_bytes(folder)["total"]
+
+
+# by name, from the largest to the smallest
+STORAGES = {
+    "float32": Storage("float32", "float32"),
+    "float16": Storage("float16", "float16"),
+    "int8-tables": Storage("int8", "float16", "float16"),
+    "int8": Storage("int8", "int8", "float16"),
+}
+
+
+@dataclass
+class StorageChoice:
+    """The storage picked by name, and every storage tried with its figures."""
+
+    name: str
+    candidates: list[dict]
+
+    @property
+    def storage(self) -> Storage:
+        return STORAGES[self.name]
+
+
+def choose_storage(
+    model: WideDeep,
+    encoder: Encoder,
+    valid: EncodedBatch,
+    floor: float,
+    names: tuple[str, ...] = tuple(STORAGES),
+) -> StorageChoice:
+    """The smallest of ``names`` whose validation AUC stays at or above ``floor``.
+
+    Each storage is simulated (weights rounded as loading would give them)
+    on a copy of ``model``; the first name is the fallback.
+    """
+    chosen, chosen_size, candidates = names[0], None, []
+    for name in names:
+        storage = STORAGES[name]
+        rounded = simulate(copy.deepcopy(model), storage)
+        valid_auc = evaluate(valid.labels, predict(rounded, valid)).auc
+        size = measure_bytes(model, encoder, storage)
+        within = bool(valid_auc >= floor)
+        candidates.append(
+            {"storage": name, "bytes": size, "valid_auc": valid_auc, "within": within}
+        )
+        logger.info("storage %s: bytes %d valid_auc %.4f", name, size, valid_auc)
+        if chosen_size is None or (within and size < chosen_size):
+            chosen, chosen_size = name, size
+    return StorageChoice(chosen, candidates)
+
+
+def pick_storage(
+    pruned: PruneResult, dataset: Dataset, max_auc_drop: float, storage: str
+) -> StorageChoice:
+    """Storage for the pruned model, within ``max_auc_drop`` of the unpruned one.
+
+    ``storage`` is a name from ``STORAGES``, or "auto" to try them all.
+    """
+    names = tuple(STORAGES) if storage == "auto" else (storage,)
+    valid = pruned.encoder.transform(dataset.valid)
+    floor = pruned.steps[0].valid_auc - max_auc_drop
+    return choose_storage(pruned.model, pruned.encoder, valid, floor, names)
 
 
 def compress(

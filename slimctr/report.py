@@ -70,6 +70,17 @@ def steps_table(steps: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def storage_table(candidates: list[dict]) -> str:
+    """Each storage tried for the pruned model, with bytes and validation AUC."""
+    lines = ["| storage | bytes | valid AUC | within budget |", "|---|---:|---:|:---|"]
+    for c in candidates:
+        lines.append(
+            f"| {c['storage']} | {c['bytes']:,} | {_fmt(c['valid_auc'])} "
+            f"| {'yes' if c['within'] else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
 def plot_steps(steps: list[dict], baseline_bytes: int, path: Path) -> Path:
     """Validation AUC against bytes on disk for every compression step."""
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
@@ -150,6 +161,16 @@ def write_report(report: dict, out: Path) -> tuple[Path, Path]:
         steps_table(report["steps"]),
         "",
         f"![validation AUC against bytes]({STEPS_PLOT})",
+        "",
+        "## Storage of the pruned model",
+        "",
+        "Each storage is simulated on the chosen step and kept only if its "
+        "validation AUC stays within the budget; the smallest such is written. "
+        "Loading dequantizes to fp32, so it changes bytes, not speed.",
+        "",
+        storage_table(report["storage_candidates"]),
+        "",
+        f"Chosen: **{report['compressed']['storage']}**.",
         "",
     ]
     md_path = out / "report.md"

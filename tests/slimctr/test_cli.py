@@ -85,6 +85,19 @@ def test_run_on_real_rows_writes_a_smaller_artifact_and_report(real_run):
     assert drop["low"] <= drop["drop"] <= drop["high"]
     assert [s["step"] for s in report["steps"]][:2] == [0, 1]
     assert "oracle_test_auc" not in report
+    # the written storage is the smallest one that held the budget on validation
+    candidates = report["storage_candidates"]
+    within = [c for c in candidates if c["within"]]
+    assert (
+        report["compressed"]["storage"]
+        == min(within, key=lambda c: c["bytes"])["storage"]
+    )
+    assert [c["storage"] for c in candidates] == [
+        "float32",
+        "float16",
+        "int8-tables",
+        "int8",
+    ]
     markdown = (real_run / "report.md").read_text()
     assert "compression_steps.png" in markdown and "| test AUC |" in markdown
     assert (real_run / "compression_steps.png").stat().st_size > 10_000
