@@ -46,3 +46,19 @@ def embedding_row_importance(model: WideDeep, norm: str = "l2") -> torch.Tensor:
         [model.embedding.weight.detach(), model.wide_sparse.weight.detach()], dim=1
     )
     return rows.norm(p=1 if norm == "l1" else 2, dim=1)
+
+
+def embedding_row_frequency(model: WideDeep, sparse_ids: torch.Tensor) -> torch.Tensor:
+    """How often each vocabulary row is looked up in ``sparse_ids``.
+
+    The frequency cut-off criterion: rows of values seen rarely in training
+    learn little and are the cheapest to fold into oov.
+
+    Args:
+        sparse_ids: ``(rows, num_sparse)`` training ids for ``model``.
+
+    Returns:
+        ``(sum(num_embeddings),)`` float counts over the shared table.
+    """
+    index = (sparse_ids + model.offsets).flatten()
+    return torch.bincount(index, minlength=model.embedding.num_embeddings).double()

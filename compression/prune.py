@@ -14,7 +14,11 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 
-from compression.importance import embedding_row_importance, neuron_importance
+from compression.importance import (
+    embedding_row_frequency,
+    embedding_row_importance,
+    neuron_importance,
+)
 from compression.schedule import agp_schedule
 from compression.selection import keep_by_sparsity, keep_by_threshold
 from compression.thinning import remap_ids, split_rows, thin_embedding_rows, thin_mlp
@@ -27,6 +31,7 @@ from data.encoder import NUM_RESERVED, EncodedBatch, Encoder
 logger = logging.getLogger(__name__)
 
 SCHEDULES = ("agp", "one-shot")
+ROW_CRITERIA = ("norm", "frequency")
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,8 @@ class PruneConfig:
         steps: prune → fine-tune rounds (ignored by the one-shot schedule).
         schedule: "agp" (cubic ramp) or "one-shot".
         norm: "l1" or "l2" importance.
+        row_criterion: "norm" ranks vocabulary rows by the norm of their
+            weights, "frequency" by how often training rows look them up.
         neuron_threshold: λ mode: when set, neurons whose importance is at
             most this are removed in one step, instead of a target sparsity.
         row_threshold: λ mode for vocabulary rows, likewise.
@@ -55,6 +62,7 @@ class PruneConfig:
     steps: int = 4
     schedule: str = "agp"
     norm: str = "l2"
+    row_criterion: str = "norm"
     neuron_threshold: float | None = None
     row_threshold: float | None = None
     fine_tune_epochs: int = 2
@@ -69,6 +77,11 @@ class PruneConfig:
         if self.schedule not in SCHEDULES:
             raise ValueError(
                 f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}"
+            )
+        if self.row_criterion not in ROW_CRITERIA:
+            raise ValueError(
+                f"row_criterion: expected one of {ROW_CRITERIA}, "
+                f"got {self.row_criterion!r}"
             )
         if not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(f"steps: expected an integer >= 1, got {self.steps!r}")
@@ -157,16 +170,21 @@ def prune_rows(
     sparsity: float,
     norm: str,
     threshold: float | None = None,
+    frequency: torch.Tensor | None = None,
 ) -> tuple[WideDeep, list[np.ndarray]]:
     """Fold the lowest-norm vocabulary rows into oov, ranked over all fields.
 
     Keeps ``1 - sparsity`` of ``original_rows`` (or, with ``threshold`` set,
     the rows scoring above λ); the reserved missing and oov rows always stay.
+    With ``frequency`` given, rows are ranked by it (ties by norm) instead.
 
     Returns:
         The thinned model and, per field, the keep mask over its old ids.
     """
     scores = embedding_row_importance(model, norm)
+    if frequency is not None:
+        # norms are far below 1, so they only break ties between equal counts
+        scores = frequency + scores.double() / (1.0 + scores.max().double())
     starts = torch.tensor([0, *model.num_embeddings[:-1]]).cumsum(0)
     reserved = (starts[:, None] + torch.arange(NUM_RESERVED)).flatten()
     scores[reserved] = math.inf
@@ -236,8 +254,13 @@ def prune_gradually(
         current = prune_neurons(
             current, original_units, neurons, config.norm, config.neuron_threshold
         )
+        frequency = None
+        if config.row_criterion == "frequency":
+            frequency = embedding_row_frequency(
+                current, torch.from_numpy(train.sparse_ids)
+            )
         current, keep = prune_rows(
-            current, original_rows, rows, config.norm, config.row_threshold
+            current, original_rows, rows, config.norm, config.row_threshold, frequency
         )
         current_encoder = current_encoder.keep_rows(keep)
         train, valid = remap_ids(train, keep), remap_ids(valid, keep)

@@ -269,14 +269,15 @@ class _Parsed:
     ``numbers`` maps Id, label and I1..I13 (those present) to ``(values,
     present, written_ok)``: ``(g,)`` numbers (nan where not a number), a
     ``(g,)`` mask of non-empty fields, and a ``(g,)`` mask of fields written as
-    the column requires (checked on the text; a number in a frame passes), so
-    that a lenient number parser cannot let ``1e3`` or ``+5`` through.
+    the column requires. That is checked on the text, never left to a number
+    parser, as Python's and pandas' take ``1e3``, `` +5`` or ``1_000``; a
+    number (not text) in a frame passes.
     ``words`` ``(g, 26)`` holds the first 8 bytes of each sparse field as a
     little-endian uint64, ``lengths`` ``(g, 26)`` its length.
     """
 
     lines: np.ndarray
-    numbers: dict[str, tuple[np.ndarray, np.ndarray]]
+    numbers: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
     words: np.ndarray
     lengths: np.ndarray
 
@@ -588,6 +589,7 @@ def _integers_from_words(
     written_ok[odd], num_digits[odd], negative[odd] = _signed_or_pointed(
         words[odd], keep[odd], not_digit[odd]
     )
+    num_digits[~written_ok] = 0
 
     # A sign takes the first lane; digits after a point are zeros.
     numbers = _digits_value(words >> (negative * _EIGHT), num_digits)

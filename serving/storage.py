@@ -1,7 +1,8 @@
 """How an artifact stores its tensors: fp32, fp16 or int8, per kind of tensor.
 
 Embedding tables (``embedding.weight``, ``wide_sparse.weight``) may be stored
-as row-wise int8 codes with a per-row scale and bias; ``Linear`` weights as
+as row-wise int8 codes with a per-row scale and bias (tables narrower than 8,
+such as the wide part's one weight a row, go to fp16 instead); ``Linear`` weights as
 per-channel int8 codes with a scale; anything may be stored as fp16. Loading
 always gives back fp32 tensors of the model's shapes.
 """
@@ -57,8 +58,14 @@ class Storage:
         return self.embedding == "float32" and self.linear == "float32"
 
 
+# below this width a row's scale and bias cost more than int8 saves over fp16
+MIN_INT8_ROW_WIDTH = 8
+
+
 def _kind(name: str, tensor: torch.Tensor, storage: Storage) -> str:
     if name in TABLES:
+        if storage.embedding == "int8" and tensor.shape[1] < MIN_INT8_ROW_WIDTH:
+            return "float16"
         return storage.embedding
     if name.startswith("mlp.") and name.endswith(".weight") and tensor.ndim == 2:
         return storage.linear

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from compression.importance import NORMS
-from compression.prune import SCHEDULES, PruneConfig
+from compression.prune import ROW_CRITERIA, SCHEDULES, PruneConfig
 from ctr.config import Config, config_to_dict, load_config
 from ctr.metrics import evaluate
 from ctr.train import TrainingError
@@ -202,6 +202,13 @@ def _add_pruning(parser: argparse.ArgumentParser) -> None:
         help=f"prune -> fine-tune rounds (default {defaults.steps})",
     )
     parser.add_argument(
+        "--row-criterion",
+        choices=ROW_CRITERIA,
+        default=defaults.row_criterion,
+        help="rank vocabulary rows by weight norm or by training frequency "
+        f"(default {defaults.row_criterion})",
+    )
+    parser.add_argument(
         "--neuron-threshold",
         type=_non_negative,
         help="λ mode: remove neurons whose importance is at most this, in one step",
@@ -249,6 +256,7 @@ def _prune_config(args: argparse.Namespace) -> PruneConfig:
         steps=args.steps,
         schedule=args.schedule,
         norm=args.norm,
+        row_criterion=args.row_criterion,
         neuron_threshold=args.neuron_threshold,
         row_threshold=args.row_threshold,
         fine_tune_epochs=args.fine_tune_epochs,
