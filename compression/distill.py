@@ -117,27 +117,145 @@ def distillation_loss(
     return config.alpha * hard + (1.0 - config.alpha) * soft, hard, soft
 
 
-class _EarlyStopping:
-    """Keeps the best weights by validation AUC; ``nan`` never counts."""
+class _Distillation:
+    """One distillation run: the student, its optimisers and what it has logged.
 
-    def __init__(self, patience: int) -> None:
-        self.patience = patience
+    Batching, optimisers, the embedding L2 penalty, evaluation points and early
+    stopping follow ``ctr.train.fit`` step for step; only the loss differs.
+    """
+
+    def __init__(
+        self,
+        student: WideDeep,
+        train: EncodedBatch,
+        soft_targets: torch.Tensor,
+        valid: EncodedBatch,
+        configs: tuple[DistillConfig, TrainConfig],
+    ) -> None:
+        self.student = student
+        self.valid = valid
+        self.config, self.train_config = configs
+        # Same order of seeding and draws as ctr.train.fit, for alpha = 1 to match.
+        self.generator = torch.Generator().manual_seed(self.train_config.seed)
+        torch.manual_seed(self.train_config.seed)
+        self.optimisers = _optimisers(student, self.train_config)
+        sparse_ids, dense = tensors(train)
+        labels = torch.from_numpy(train.labels)
+        self.inputs = (sparse_ids, dense, labels, soft_targets)
+        self.steps_per_epoch = math.ceil(len(train) / self.train_config.batch_size)
+        evals = self.train_config.evals_per_epoch
+        points = np.linspace(0, self.steps_per_epoch, evals + 1)[1:]
+        self.eval_at = set(points.round().astype(int))
+
+        self.history: list[dict] = []
         self.best_auc = -math.inf
         self.best_state: dict | None = None
         self.best_metrics: Metrics | None = None
         self.best_evaluation = 0
         self.stale = 0
+        self.train_seconds = 0.0
+        self.rows_seen = 0
 
-    def update(self, model: WideDeep, metrics: Metrics, evaluation: int) -> bool:
-        """Record one evaluation; True when training should stop."""
+    def run_epoch(self, epoch: int, progress: bool) -> bool:
+        """One pass over the shuffled rows; True when early stopping says stop."""
+        order = torch.randperm(len(self.inputs[0]), generator=self.generator)
+        batch_size = self.train_config.batch_size
+        sums = {"train_loss": 0.0, "hard_loss": 0.0, "soft_loss": 0.0}
+        self.student.train()
+        started = time.perf_counter()
+        bar = tqdm(
+            range(self.steps_per_epoch),
+            desc=f"epoch {epoch}",
+            # None hides the bar when stderr is not a terminal (logs, CI)
+            disable=None if progress else True,
+            leave=False,
+            unit="batch",
+        )
+        for step in bar:
+            rows = order[step * batch_size : (step + 1) * batch_size]
+            terms = self._step(rows, f"epoch {epoch} step {step + 1}")
+            for name, value in zip(sums, terms, strict=True):
+                sums[name] += value
+            self.rows_seen += len(rows)
+            bar.set_postfix(loss=f"{sums['train_loss'] / (step + 1):.4f}")
+
+            if step + 1 not in self.eval_at:
+                continue
+            self.train_seconds += time.perf_counter() - started
+            if self._evaluate(epoch, step + 1, sums):
+                bar.close()
+                return True
+            self.student.train()
+            started = time.perf_counter()
+        bar.close()
+        return False
+
+    def _step(self, rows: torch.Tensor, where: str) -> tuple[float, float, float]:
+        """One optimiser step on ``rows``; the ``(total, hard, soft)`` losses."""
+        sparse_ids, dense, labels, soft_targets = (x[rows] for x in self.inputs)
+        logits = self.student(sparse_ids, dense)  # (batch_size,)
+        loss, hard, soft = distillation_loss(logits, labels, soft_targets, self.config)
+        if self.train_config.embedding_l2 > 0:
+            looked_up = self.student.embedding(sparse_ids + self.student.offsets)
+            penalty = looked_up.pow(2).sum() / len(rows)
+            loss = loss + self.train_config.embedding_l2 * penalty
+
+        for optimiser in self.optimisers:
+            optimiser.zero_grad()
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"distillation diverged: loss is {loss.item()} at {where} (hard "
+                f"{hard.item()}, soft {soft.item()}); lower train.learning_rate "
+                "or train.embedding_learning_rate"
+            )
+        loss.backward()
+        for optimiser in self.optimisers:
+            optimiser.step()
+        return loss.item(), hard.item(), soft.item()
+
+    def _evaluate(self, epoch: int, step: int, sums: dict[str, float]) -> bool:
+        """Validate, log, keep the best weights; True when training should stop."""
+        metrics = evaluate(self.valid.labels, predict(self.student, self.valid))
+        record = {
+            "evaluation": len(self.history) + 1,
+            "epoch": epoch,
+            "step": step,
+            **{name: total / step for name, total in sums.items()},
+            "rows_per_s": self.rows_seen / max(self.train_seconds, 1e-9),
+            **{f"valid_{k}": v for k, v in metrics.as_dict().items()},
+        }
+        self.history.append(record)
+        logger.info(
+            "epoch %d step %d rows/s %.0f loss %.4f hard %.4f soft %.4f valid_auc %.4f",
+            epoch,
+            step,
+            record["rows_per_s"],
+            record["train_loss"],
+            record["hard_loss"],
+            record["soft_loss"],
+            metrics.auc,
+        )
+
         if not math.isnan(metrics.auc) and metrics.auc > self.best_auc:
             self.best_auc, self.best_metrics = metrics.auc, metrics
-            self.best_evaluation = evaluation
-            self.best_state = copy.deepcopy(model.state_dict())
+            self.best_evaluation = record["evaluation"]
+            self.best_state = copy.deepcopy(self.student.state_dict())
             self.stale = 0
         else:
             self.stale += 1
-        return self.stale >= self.patience
+        return self.stale >= self.train_config.patience
+
+    def restore_best(self) -> None:
+        """Load the best weights into the student, which is left in eval mode."""
+        if self.best_state is None:
+            raise TrainingError(
+                "validation AUC was undefined at every evaluation: the validation "
+                f"split ({len(self.valid)} rows, {int(self.valid.labels.sum())} "
+                "clicks) needs both clicks and non-clicks; use more rows or "
+                "another split"
+            )
+        self.student.load_state_dict(self.best_state)
+        self.student.eval()
 
 
 def distill(
@@ -154,7 +272,7 @@ def distill(
     Batching, optimisers (SparseAdam for the tables, Adam elsewhere), the
     embedding L2 penalty, evaluation points and early stopping are those of
     ``ctr.train.fit``, seeded the same way, so ``alpha=1`` gives the student
-    ``fit`` would give. The teacher is never updated: its logits on the
+    that ``fit`` would give. The teacher is never updated: its logits on the
     training rows are computed once, in eval mode, before the first step.
 
     Args:
@@ -175,41 +293,22 @@ def distill(
         teacher_valid.auc,
     )
 
-    # Same order of seeding and draws as ctr.train.fit, for alpha = 1 to match.
-    generator = torch.Generator().manual_seed(train_config.seed)
-    torch.manual_seed(train_config.seed)
-    optimisers = _optimisers(student, train_config)
-    inputs = (*tensors(train), torch.from_numpy(train.labels), soft_targets)
-    steps_per_epoch = math.ceil(len(train) / train_config.batch_size)
-    eval_at = set(
-        np.linspace(0, steps_per_epoch, train_config.evals_per_epoch + 1)[1:]
-        .round()
-        .astype(int)
-    )
-
-    stopping = _EarlyStopping(train_config.patience)
-    history: list[dict] = []
-    clock = {"seconds": 0.0, "rows": 0}
+    run = _Distillation(student, train, soft_targets, valid, (config, train_config))
     epoch = 0
     for epoch in range(1, train_config.epochs + 1):
-        order = torch.randperm(len(train), generator=generator)
-        stop = _epoch(
-            student,
-            optimisers,
-            inputs,
-            order,
-            valid,
-            (config, train_config),
-            (epoch, eval_at, progress),
-            (stopping, history, clock),
-        )
-        if stop:
-            logger.info(
-                "early stop: no better valid AUC for %d evaluations", stopping.stale
-            )
+        if run.run_epoch(epoch, progress):
+            logger.info("early stop: no better valid AUC for %d evaluations", run.stale)
             break
-
-    return _finish(student, valid, stopping, teacher_valid, history, clock, epoch)
+    run.restore_best()
+    return DistillResult(
+        model=student,
+        best_valid=run.best_metrics,
+        best_evaluation=run.best_evaluation,
+        teacher_valid=teacher_valid,
+        history=run.history,
+        samples_per_s=run.rows_seen / max(run.train_seconds, 1e-9),
+        epochs_run=epoch,
+    )
 
 
 def _check_inputs(
@@ -229,10 +328,8 @@ def _check_inputs(
         raise TypeError(f"train_config: expected a TrainConfig, got {train_config!r}")
     if student is teacher:
         raise ValueError("student and teacher: got the same model; pass a new student")
-    if (student.num_embeddings, student.num_dense) != (
-        teacher.num_embeddings,
-        teacher.num_dense,
-    ):
+    student_inputs = (student.num_embeddings, student.num_dense)
+    if student_inputs != (teacher.num_embeddings, teacher.num_dense):
         raise ValueError(
             "student and teacher: inputs differ (num_embeddings "
             f"{sum(student.num_embeddings)} vs {sum(teacher.num_embeddings)} rows, "
@@ -243,121 +340,3 @@ def _check_inputs(
         raise ValueError("train and valid: labels are required to distill a model")
     if len(train) == 0 or len(valid) == 0:
         raise ValueError(f"train/valid: need rows, got {len(train)} / {len(valid)}")
-
-
-def _epoch(student, optimisers, inputs, order, valid, configs, where, state) -> bool:
-    """One pass over the shuffled rows; True when early stopping says stop."""
-    config, train_config = configs
-    epoch, eval_at, progress = where
-    stopping, history, clock = state
-    sparse_ids, dense, labels, soft_targets = inputs
-    batch_size = train_config.batch_size
-    sums = {"train_loss": 0.0, "hard_loss": 0.0, "soft_loss": 0.0}
-
-    student.train()
-    started = time.perf_counter()
-    bar = tqdm(
-        range(math.ceil(len(order) / batch_size)),
-        desc=f"epoch {epoch}",
-        # None hides the bar when stderr is not a terminal (logs, CI)
-        disable=None if progress else True,
-        leave=False,
-        unit="batch",
-    )
-    for step in bar:
-        rows = order[step * batch_size : (step + 1) * batch_size]
-        terms = _step(
-            student,
-            optimisers,
-            (sparse_ids[rows], dense[rows], labels[rows], soft_targets[rows]),
-            configs,
-            f"epoch {epoch} step {step + 1}",
-        )
-        for name, value in zip(sums, terms, strict=True):
-            sums[name] += value
-        clock["rows"] += len(rows)
-        bar.set_postfix(loss=f"{sums['train_loss'] / (step + 1):.4f}")
-
-        if step + 1 not in eval_at:
-            continue
-        clock["seconds"] += time.perf_counter() - started
-        record = _evaluation(student, valid, sums, (epoch, step + 1), clock, history)
-        if stopping.update(student, record.pop("metrics"), record["evaluation"]):
-            bar.close()
-            return True
-        student.train()
-        started = time.perf_counter()
-    bar.close()
-    return False
-
-
-def _step(student, optimisers, batch, configs, where: str) -> tuple[float, ...]:
-    """One optimiser step; returns the ``(total, hard, soft)`` loss values."""
-    config, train_config = configs
-    batch_ids, batch_dense, batch_labels, batch_targets = batch
-    logits = student(batch_ids, batch_dense)  # (batch_size,)
-    loss, hard, soft = distillation_loss(logits, batch_labels, batch_targets, config)
-    if train_config.embedding_l2 > 0:
-        looked_up = student.embedding(batch_ids + student.offsets)
-        penalty = looked_up.pow(2).sum() / len(batch_ids)
-        loss = loss + train_config.embedding_l2 * penalty
-
-    for optimiser in optimisers:
-        optimiser.zero_grad()
-    if not torch.isfinite(loss):
-        raise TrainingError(
-            f"distillation diverged: loss is {loss.item()} at {where} (hard "
-            f"{hard.item()}, soft {soft.item()}); lower train.learning_rate or "
-            "train.embedding_learning_rate"
-        )
-    loss.backward()
-    for optimiser in optimisers:
-        optimiser.step()
-    return loss.item(), hard.item(), soft.item()
-
-
-def _evaluation(student, valid, sums, position, clock, history) -> dict:
-    """Validate, log one line and append the history entry (metrics included)."""
-    epoch, step = position
-    metrics = evaluate(valid.labels, predict(student, valid))
-    record = {
-        "evaluation": len(history) + 1,
-        "epoch": epoch,
-        "step": step,
-        **{name: total / step for name, total in sums.items()},
-        "rows_per_s": clock["rows"] / max(clock["seconds"], 1e-9),
-        **{f"valid_{k}": v for k, v in metrics.as_dict().items()},
-    }
-    history.append(record)
-    logger.info(
-        "epoch %d step %d rows/s %.0f loss %.4f hard %.4f soft %.4f valid_auc %.4f",
-        epoch,
-        step,
-        record["rows_per_s"],
-        record["train_loss"],
-        record["hard_loss"],
-        record["soft_loss"],
-        metrics.auc,
-    )
-    return {**record, "metrics": metrics}
-
-
-def _finish(student, valid, stopping, teacher_valid, history, clock, epochs_run):
-    """Restore the best weights into the student and wrap up the result."""
-    if stopping.best_state is None:
-        raise TrainingError(
-            "validation AUC was undefined at every evaluation: the validation "
-            f"split ({len(valid)} rows, {int(valid.labels.sum())} clicks) needs both "
-            "clicks and non-clicks; use more rows or another split"
-        )
-    student.load_state_dict(stopping.best_state)
-    student.eval()
-    return DistillResult(
-        model=student,
-        best_valid=stopping.best_metrics,
-        best_evaluation=stopping.best_evaluation,
-        teacher_valid=teacher_valid,
-        history=history,
-        samples_per_s=clock["rows"] / max(clock["seconds"], 1e-9),
-        epochs_run=epochs_run,
-    )

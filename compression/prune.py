@@ -125,12 +125,17 @@ class StepRecord:
 
 @dataclass
 class PruneResult:
-    """The chosen (last accepted) model and encoder, and every step's record."""
+    """The chosen (last accepted) model and encoder, and every step's record.
+
+    ``snapshots[i]`` holds the model and encoder after accepted step ``i``
+    (step 0 is the unpruned model), so later stages can compare them all.
+    """
 
     model: WideDeep
     encoder: Encoder
     steps: list[StepRecord] = field(default_factory=list)
     chosen_step: int = 0
+    snapshots: list[tuple[WideDeep, Encoder]] = field(default_factory=list)
 
 
 def _targets(config: PruneConfig) -> list[tuple[float, float]]:
@@ -247,7 +252,9 @@ def prune_gradually(
         )
 
     start = record(0, model, encoder)
-    result = PruneResult(model=model, encoder=encoder, steps=[start])
+    result = PruneResult(
+        model=model, encoder=encoder, steps=[start], snapshots=[(model, encoder)]
+    )
     floor = start.valid_auc - config.max_auc_drop
     current, current_encoder = model, encoder
     for step, (neurons, rows) in enumerate(_targets(config), start=1):
@@ -285,6 +292,7 @@ def prune_gradually(
             )
             break
         result.steps.append(entry)
+        result.snapshots.append((current, current_encoder))
         result.model, result.encoder, result.chosen_step = (
             current,
             current_encoder,

@@ -35,7 +35,13 @@ from slimctr import __version__, pipeline
 from slimctr.cache import load_cache, save_cache
 from slimctr.dataset import load_dataset
 from slimctr.jsonio import dumps, write_json
-from slimctr.report import steps_table, storage_table, summary_table, write_report
+from slimctr.report import (
+    candidates_table,
+    steps_table,
+    summary_table,
+    write_report,
+)
+from slimctr.search import OBJECTIVES, STORAGES
 
 logger = logging.getLogger("slimctr")
 
@@ -241,8 +247,15 @@ def _add_pruning(parser: argparse.ArgumentParser) -> None:
 
 def _add_storage(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="bytes",
+        help="what the chosen model minimises within --max-auc-drop: bytes on "
+        "disk or batch-1 latency (default bytes)",
+    )
+    parser.add_argument(
         "--storage",
-        choices=("auto", *pipeline.STORAGES),
+        choices=("auto", *STORAGES),
         default="auto",
         help="how the compressed artifact stores its weights; auto keeps the "
         "smallest that stays within --max-auc-drop on validation (default auto)",
@@ -397,21 +410,29 @@ def cmd_compress(args: argparse.Namespace) -> int:
         artifact.model, encoded, _prune_config(args), config, progress=_progress(args)
     )
     steps = [s.as_dict() for s in result.steps]
-    choice = pipeline.pick_storage(result, dataset, args.max_auc_drop, args.storage)
+    chosen, candidates = pipeline.search(
+        result, dataset, args.max_auc_drop, args.storage, args.objective
+    )
     summary = {
         "config": vars(_prune_config(args)),
+        "objective": args.objective,
+        "max_auc_drop": args.max_auc_drop,
         "steps": steps,
         "chosen_step": result.chosen_step,
-        "storage": choice.name,
-        "storage_candidates": choice.candidates,
+        "candidates": [c.figures for c in candidates],
+        "chosen": chosen.figures,
     }
-    metadata = {**artifact.metadata, "compression": summary}
-    save_artifact(args.out, result.model, result.encoder, metadata, choice.storage)
+    metadata = {
+        **artifact.metadata,
+        "compression": {"chosen": chosen.name, "objective": args.objective},
+    }
+    model, encoder = pipeline.snapshot(result, chosen)
+    save_artifact(args.out, model, encoder, metadata, chosen.storage_type)
     write_json(Path(args.out) / "compress.json", summary)
     print(steps_table(steps))
-    print(storage_table(choice.candidates))
+    print(candidates_table(summary["candidates"]))
     print(
-        f"chose step {result.chosen_step} stored as {choice.name}; artifact in "
+        f"chose {chosen.name} ({args.objective}); artifact in "
         f"{args.out} ({artifact_bytes(args.out)['total']:,} bytes)"
     )
     return 0
@@ -536,6 +557,11 @@ def _random_rows(encoder: Encoder, rows: int, seed: int):
     return EncodedBatch(sparse_ids, dense, None)
 
 
+def _selection_figures(chosen) -> dict:
+    keep = ("name", "step", "storage", "valid_auc", "valid_logloss", "nonzeros")
+    return {key: chosen.figures[key] for key in keep}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_out_folder(out, "run", (args.data,))
@@ -585,20 +611,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         trained.model, encoded, prune_config, config, progress=_progress(args)
     )
     steps = [s.as_dict() for s in pruned.steps]
-    choice = pipeline.pick_storage(
-        pruned, dataset, prune_config.max_auc_drop, args.storage
+    print(f"      measuring {len(pruned.snapshots)} steps x storages on validation")
+    chosen, candidates = pipeline.search(
+        pruned, dataset, prune_config.max_auc_drop, args.storage, args.objective
     )
-    compression = {
-        "chosen_step": pruned.chosen_step,
-        "storage": choice.name,
-        "storage_candidates": choice.candidates,
-    }
+    compression = {"chosen": chosen.name, "objective": args.objective}
     save_artifact(
         out / "compressed",
-        pruned.model,
-        pruned.encoder,
+        *pipeline.snapshot(pruned, chosen),
         {**metadata, "compression": compression},
-        choice.storage,
+        chosen.storage_type,
     )
 
     print("[5/5] scoring the test split and benchmarking both artifacts")
@@ -606,6 +628,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     compressed = Scorer.load(out / "compressed")
     test_base = baseline.encode(dataset.test)
     test_comp = compressed.encode(dataset.test)
+    chosen_summary = {
+        **pipeline.summarise(compressed, out / "compressed", test_comp),
+        **_selection_figures(chosen),
+    }
     report = {
         "slimctr_version": __version__,
         "data": {**dataset.describe(), "synthetic": synthetic},
@@ -620,15 +646,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             "train_samples_per_s": trained.samples_per_s,
             "epochs": trained.epochs_run,
         },
-        "compressed": {
-            **pipeline.summarise(compressed, out / "compressed", test_comp),
-            "valid_auc": next(
-                c["valid_auc"] for c in choice.candidates if c["storage"] == choice.name
-            ),
-            "chosen_step": pruned.chosen_step,
-            "storage": choice.name,
-        },
-        "storage_candidates": choice.candidates,
+        "compressed": chosen_summary,
+        "chosen": chosen_summary,
+        "objective": args.objective,
+        "candidates": [c.figures for c in candidates],
         "steps": steps,
         "test_auc_drop": pipeline.compare(
             baseline, compressed, dataset, seed=config.train.seed

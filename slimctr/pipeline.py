@@ -4,7 +4,6 @@ This is the one place that wires ``data``, ``ctr``, ``compression`` and
 ``serving`` together.
 """
 
-import copy
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -23,8 +22,9 @@ from data.schema import NUM_DENSE
 from serving.artifact import artifact_bytes, save_artifact
 from serving.bench import benchmark
 from serving.scorer import Scorer
-from serving.storage import Storage, simulate
+from serving.storage import Storage
 from slimctr.dataset import Dataset
+from slimctr.search import STORAGES, Candidate, choose, measure_candidates
 
 logger = logging.getLogger(__name__)
 
@@ -70,66 +70,27 @@ def measure_bytes(
         return artifact_bytes(folder)["total"]
 
 
-# by name, from the largest to the smallest
-STORAGES = {
-    "float32": Storage("float32", "float32"),
-    "float16": Storage("float16", "float16"),
-    "int8-tables": Storage("int8", "float16", "float16"),
-    "int8": Storage("int8", "int8", "float16"),
-}
+def search(
+    pruned: PruneResult,
+    dataset: Dataset,
+    max_auc_drop: float,
+    storage: str = "auto",
+    objective: str = "bytes",
+) -> tuple[Candidate, list[Candidate]]:
+    """Measure every step × storage candidate and choose one on validation.
 
-
-@dataclass
-class StorageChoice:
-    """The storage picked by name, and every storage tried with its figures."""
-
-    name: str
-    candidates: list[dict]
-
-    @property
-    def storage(self) -> Storage:
-        return STORAGES[self.name]
-
-
-def choose_storage(
-    model: WideDeep,
-    encoder: Encoder,
-    valid: EncodedBatch,
-    floor: float,
-    names: tuple[str, ...] = tuple(STORAGES),
-) -> StorageChoice:
-    """The smallest of ``names`` whose validation AUC stays at or above ``floor``.
-
-    Each storage is simulated (weights rounded as loading would give them)
-    on a copy of ``model``; the first name is the fallback.
+    Test figures are added to every candidate for the report afterwards; they
+    play no part in the choice.
     """
-    chosen, chosen_size, candidates = names[0], None, []
-    for name in names:
-        storage = STORAGES[name]
-        rounded = simulate(copy.deepcopy(model), storage)
-        valid_auc = evaluate(valid.labels, predict(rounded, valid)).auc
-        size = measure_bytes(model, encoder, storage)
-        within = bool(valid_auc >= floor)
-        candidates.append(
-            {"storage": name, "bytes": size, "valid_auc": valid_auc, "within": within}
-        )
-        logger.info("storage %s: bytes %d valid_auc %.4f", name, size, valid_auc)
-        if chosen_size is None or (within and size < chosen_size):
-            chosen, chosen_size = name, size
-    return StorageChoice(chosen, candidates)
-
-
-def pick_storage(
-    pruned: PruneResult, dataset: Dataset, max_auc_drop: float, storage: str
-) -> StorageChoice:
-    """Storage for the pruned model, within ``max_auc_drop`` of the unpruned one.
-
-    ``storage`` is a name from ``STORAGES``, or "auto" to try them all.
-    """
-    names = tuple(STORAGES) if storage == "auto" else (storage,)
-    valid = pruned.encoder.transform(dataset.valid)
+    storages = tuple(STORAGES) if storage == "auto" else (storage,)
+    candidates = measure_candidates(pruned, dataset.valid, measure_bytes, storages)
     floor = pruned.steps[0].valid_auc - max_auc_drop
-    return choose_storage(pruned.model, pruned.encoder, valid, floor, names)
+    chosen = choose(candidates, floor, objective)
+    for candidate in candidates:
+        test = candidate.encoder.transform(dataset.test)
+        metrics = evaluate(test.labels, predict(candidate.model, test))
+        candidate.figures.update(test_auc=metrics.auc, test_logloss=metrics.logloss)
+    return chosen, candidates
 
 
 def compress(
@@ -149,6 +110,12 @@ def compress(
         measure_bytes,
         progress=progress,
     )
+
+
+def snapshot(pruned: PruneResult, chosen: Candidate) -> tuple[WideDeep, Encoder]:
+    """The unrounded model and encoder of a candidate's step (storage applies
+    its rounding once, when the artifact is written)."""
+    return pruned.snapshots[chosen.step]
 
 
 def summarise(scorer: Scorer, folder, test: EncodedBatch) -> dict:

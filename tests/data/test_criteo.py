@@ -1,5 +1,7 @@
 import gzip
 import logging
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,20 @@ def row(label="1", dense=DENSE, sparse=SPARSE, sep="\t", id=None) -> str:
 def write(path: Path, lines: list[str], end: str = "\n", gz: bool = False) -> Path:
     data = "".join(line + end for line in lines).encode()
     path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+def row_with(column: str, value: str | bytes) -> bytes:
+    """A labeled TSV line like ``row()``, with the raw ``value`` in ``column``."""
+    fields = [f.encode() for f in row().split("\t")]
+    fields[TSV.columns.index(column)] = (
+        value if isinstance(value, bytes) else value.encode()
+    )
+    return b"\t".join(fields)
+
+
+def write_raw(path: Path, lines: list[bytes]) -> Path:
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
     return path
 
 
@@ -153,6 +169,12 @@ def test_unrecognisable_first_line(tmp_path):
     path = write(tmp_path / "odd.txt", ["a\tb\tc"])
     with pytest.raises(ValueError, match=r"odd.txt:1: cannot tell the layout.*found 3"):
         detect_layout(path)
+    with pytest.raises(
+        ValueError,
+        match=r"or choose the layout with --format \(fmt=\.\.\.\): tsv, "
+        r"tsv-unlabeled or csv$",
+    ):
+        detect_layout(path)
     path = write(tmp_path / "odd.csv", ["Id,Label,I1,I2"])
     with pytest.raises(ValueError, match=r"missing columns \['I3'"):
         detect_layout(path)
@@ -222,6 +244,62 @@ def test_iter_checks_arguments_at_call_time(tmp_path):
         iter_criteo(tmp_path / "missing.txt")
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         read_criteo(tmp_path / "missing.txt")
+
+
+def test_lines_of_spaces_are_blank(tmp_path):
+    lines = [
+        "   ",
+        HEADER,
+        " \r",
+        row(sep=",", id=1),
+        "",
+        "    ",
+        row("0", sep=",", id=2),
+    ]
+    result = read_criteo(write(tmp_path / "s.csv", lines + [" "], end="\r\n"))
+    assert result.skipped.total == 0
+    assert result.batch.lines.tolist() == [4, 7]
+
+    result = read_criteo(write(tmp_path / "s.txt", ["  ", row(), " ", row("0")]))
+    assert result.layout == TSV and result.batch.lines.tolist() == [2, 4]
+
+    path = write(tmp_path / "spaces.txt", [" ", "  \r", ""])
+    with pytest.raises(ValueError, match=r"spaces.txt: the file is empty"):
+        detect_layout(path)
+
+
+def test_a_line_with_a_tab_is_a_row_not_blank(tmp_path):
+    # 39 tabs make 40 empty fields: a full row whose empty label is bad.
+    path = write(tmp_path / "t.txt", [row(), "\t" * 39, "\t", " \t "])
+    with pytest.raises(BadLinesError) as info:
+        read_criteo(path)
+    assert [str(b).split(": ", 1)[1] for b in info.value.bad_lines] == [
+        "column label: missing; expected 0 or 1",
+        "expected 40 fields, found 2",
+        "expected 40 fields, found 2",
+    ]
+    path = write(tmp_path / "t.csv", [HEADER, row(sep=",", id=1), "\t"])
+    with pytest.raises(BadLinesError, match=r"t.csv:3: expected 41 fields, found 1"):
+        read_criteo(path)
+
+
+def test_path_must_be_a_regular_file(tmp_path):
+    for call in (read_criteo, iter_criteo, detect_layout):
+        with pytest.raises(IsADirectoryError, match=r": is a folder, expected a file"):
+            call(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"no such file: .*d.txt/inner"):
+        read_criteo(write(tmp_path / "d.txt", [row()]) / "inner")
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)  # never opened: a read would block
+    with pytest.raises(
+        ValueError,
+        match=r"pipe: is a pipe, expected a regular file; save the data to a file",
+    ):
+        read_criteo(pipe)
+    if Path("/dev/null").exists():
+        with pytest.raises(ValueError, match=r"/dev/null: is a device, expected a"):
+            iter_criteo("/dev/null")
 
 
 # --- bad lines -----------------------------------------------------------------
@@ -343,6 +421,168 @@ def test_bad_id(tmp_path):
         read_criteo(write(tmp_path / "i.csv", lines))
 
 
+REJECTED = {
+    "not_integer": ["1_000", "+5", " 5", "5 ", "\u0663", "\uff15", "1e3", "1E3"]
+    + ["0x10", "nan", "inf", "5.", ".0", "-.0", "-", "5-", "--5", "1.0.0", "1.5"]
+    + ["123456789.5", "+123456789", "9" * 400],  # past 8 bytes, and past 1e308
+    "bad_label": ["+1", "0_0", "\u0661", " 1", "1 ", "00", "-0", "1.00", "1.", "2"],
+    "bad_sparse_value": ["0x12", "0XAB", b"caf\xe9", b"caf\xc3", b"ab\xe9cd"]
+    + ["a\x00b", " ab", "abcdefg", "abcdef0-", "\uff21"],
+}
+COLUMN_OF = {"not_integer": "I3", "bad_label": LABEL, "bad_sparse_value": "C1"}
+
+
+@pytest.mark.parametrize(
+    ("reason", "value"), [(r, v) for r, values in REJECTED.items() for v in values]
+)
+def test_values_the_rules_reject(tmp_path, reason, value):
+    column = COLUMN_OF[reason]
+    path = write_raw(
+        tmp_path / "d.txt", [row_with(column, b"1"), row_with(column, value)]
+    )
+    with pytest.raises(BadLinesError) as info:
+        read_criteo(path)
+    (bad,) = info.value.bad_lines
+    assert (bad.line, bad.column, bad.reason) == (2, column, reason)
+
+    result = read_criteo(path, on_bad_lines="skip")
+    assert result.skipped.counts == {reason: 1} and result.batch.lines.tolist() == [1]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "detail"),
+    [
+        ("I3", "1e3", "'1e3' is not an integer"),
+        ("I3", " 5", "' 5' is not an integer"),
+        ("I3", "\uff15", "'\uff15' is not an integer"),
+        (LABEL, "+1", "'+1' is not 0 or 1"),
+        ("C1", "0x12", "'0x12' is not 1 to 8 hex digits"),
+        ("C1", b"caf\xe9", "'caf\\xe9' is not 1 to 8 hex digits"),
+        ("C1", b"caf\xc3\xa9", "'caf\xe9' is not 1 to 8 hex digits"),  # UTF-8
+    ],
+)
+def test_rejected_value_messages(tmp_path, column, value, detail):
+    path = write_raw(tmp_path / "d.txt", [row_with(column, value)])
+    with pytest.raises(
+        BadLinesError, match=re.escape(f"d.txt:1: column {column}: {detail}")
+    ):
+        read_criteo(path)
+
+
+def test_values_the_rules_accept(tmp_path):
+    dense = ["-0", "007", "260.0", "-12.000", "12345678", "123456789", "-1234567.0"]
+    dense += ["99999999999999999999", "0.0", "", "-99999999", "1.0000000000", "5"]
+    expected = [0, 7, 260, -12, 12345678, 123456789, -1234567, 1e20, 0, NAN]
+    expected += [-99999999, 1, 5]
+    sparse = ["aBcD", "0", "fFfFfFfF", "00000000", "", "1"] + ["a73ee510"] * 20
+    labels = ["0", "1", "0.0", "1.0"]
+    lines = [row(label, dense, sparse) for label in labels]
+    batch = read_criteo(write(tmp_path / "d.txt", lines)).batch
+
+    assert batch.labels.tolist() == [0, 1, 0, 1]
+    np.testing.assert_array_equal(batch.dense[0], expected)
+    assert batch.sparse[0, :6].tolist() == [0xABCD, 0, 0xFFFFFFFF, 0, MISSING_KEY, 1]
+
+
+def test_ids_are_exact_and_strict(tmp_path):
+    ids = [
+        "9223372036854775807",
+        "10000083.0",
+        "-3",
+        "+5",
+        "1e3",
+        "9223372036854775808",
+    ]
+    lines = [HEADER] + [row(sep=",", id=i) for i in ids]
+    result = read_criteo(write(tmp_path / "i.csv", lines), on_bad_lines="skip")
+    assert result.batch.ids.tolist() == [2**63 - 1, 10000083, -3]
+    assert result.skipped.counts == {"not_integer": 3}
+
+
+def test_integers_match_a_reference_parser(tmp_path):
+    # Random text in I1..I13 (mostly well formed), against a regex and int().
+    rng = np.random.default_rng(0)
+    alphabet = list("0123456789-.e+ ") + ["\u0663"]
+
+    def value() -> str:
+        if rng.random() < 0.2:
+            return "".join(rng.choice(alphabet, rng.integers(0, 11)))
+        sign = "-" if rng.random() < 0.3 else ""
+        digits = "".join(rng.choice(list("0123456789"), rng.integers(1, 13)))
+        return sign + digits + ("." + "0" * rng.integers(0, 3)) * (rng.random() < 0.3)
+
+    rows = [[value() for _ in DENSE_FEATURES] for _ in range(3000)]
+    path = write(tmp_path / "r.txt", [row("1", dense) for dense in rows])
+    result = read_criteo(path, on_bad_lines="skip")
+
+    rule = re.compile(r"-?[0-9]+(\.0+)?")
+    good = [all(v == "" or rule.fullmatch(v) for v in dense) for dense in rows]
+    assert result.batch.lines.tolist() == [i + 1 for i, ok in enumerate(good) if ok]
+    assert result.skipped.counts == {"not_integer": good.count(False)}
+    expected = [
+        [float(int(v.split(".")[0])) if v else NAN for v in dense]
+        for dense, ok in zip(rows, good, strict=True)
+        if ok
+    ]
+    np.testing.assert_array_equal(result.batch.dense, expected)
+
+
+def test_sparse_keys_match_a_reference_parser(tmp_path):
+    rng = np.random.default_rng(1)
+    alphabet = list("0123456789abcdefABCDEFgxX- ") + ["\xe9"]
+    hex_digits = alphabet[:22]
+
+    def value() -> str:  # about 1 in 30 from any character, up to 9 long
+        chars = alphabet if rng.random() < 0.03 else hex_digits
+        return "".join(
+            rng.choice(chars, rng.integers(0, 10 if chars is alphabet else 9))
+        )
+
+    rows = [[value() for _ in SPARSE_FEATURES] for _ in range(2000)]
+    result = read_criteo(
+        write(tmp_path / "h.txt", [row("0", DENSE, s) for s in rows]),
+        on_bad_lines="skip",
+    )
+
+    rule = re.compile(r"[0-9a-fA-F]{0,8}")
+    good = [all(rule.fullmatch(v) for v in sparse) for sparse in rows]
+    assert result.batch.lines.tolist() == [i + 1 for i, ok in enumerate(good) if ok]
+    assert 500 < len(result.batch) < 1900
+    expected = [
+        [int(v, 16) if v else MISSING_KEY for v in sparse]
+        for sparse, ok in zip(rows, good, strict=True)
+        if ok
+    ]
+    np.testing.assert_array_equal(result.batch.sparse, expected)
+
+
+def test_messages_escape_control_bytes_and_clip_long_values(tmp_path):
+    lines = [row_with("I1", b"1\x1b[31m"), row_with("C1", b"\xff\xfe")]
+    lines += [row_with("C2", b"f" * 500), row_with(LABEL, b"\x07")]
+    lines += [row_with("I2", "\u202e5")]  # a bidi override
+    with pytest.raises(BadLinesError) as info:
+        read_criteo(write_raw(tmp_path / "d.txt", lines))
+
+    message = str(info.value)
+    assert all(line.isprintable() for line in message.splitlines())
+    assert "column I1: '1\\x1b[31m' is not an integer" in message
+    assert "column C1: '\\xff\\xfe' is not 1 to 8 hex" in message
+    assert f"column C2: '{'f' * 40}'... is not 1 to 8 hex digits" in message
+    assert "column label: '\\x07' is not 0 or 1" in message
+    assert "column I2: '\\u202e5' is not an integer" in message
+
+    path = write_raw(tmp_path / "odd.txt", [b"\x1b[2J\xff" + b"x" * 100])
+    with pytest.raises(
+        ValueError, match=re.escape("from '\\x1b[2J\\xff" + "x" * 55 + "'...")
+    ):
+        detect_layout(path)
+    header = HEADER.replace("I5", "\x1b]0;" + "z" * 30).encode()
+    with pytest.raises(ValueError) as info:
+        detect_layout(write_raw(tmp_path / "h.csv", [header]))
+    assert f"unknown column names ['\\x1b]0;{'z' * 16}'...]" in str(info.value)
+    assert str(info.value).isprintable()
+
+
 # --- frames ---------------------------------------------------------------------
 
 
@@ -389,6 +629,33 @@ def test_parse_frame_bad_values():
         parse_frame(pd.DataFrame(data))
 
 
+def test_parse_frame_text_follows_the_file_rules():
+    data = {"label": ["1", "+1", "1.0"]} | {c: ["1", "2", "3"] for c in DENSE_FEATURES}
+    data |= {c: ["ab"] * 3 for c in SPARSE_FEATURES}
+    data["I1"] = ["1e3", "5", "260.0"]
+    data["I2"] = [7, " 5", "\u0663"]  # a number passes; text is checked
+    data["C1"] = ["0x12", "ab", "ab"]
+    with pytest.raises(BadLinesError) as info:
+        parse_frame(pd.DataFrame(data))
+    assert [(b.line, b.column) for b in info.value.bad_lines] == [
+        (1, "I1"),
+        (1, "C1"),
+        (2, "label"),
+        (2, "I2"),
+        (3, "I2"),
+    ]
+
+    data["I1"], data["I2"], data["C1"] = ["-1", "5", "0"], [7, "5", "3"], ["ab"] * 3
+    data["label"] = ["1", "0.0", "1.0"]
+    batch = parse_frame(pd.DataFrame(data))
+    assert batch.dense[:, 0].tolist() == [-1, 5, 0] and batch.dense[:, 1].tolist() == [
+        7,
+        5,
+        3,
+    ]
+    assert batch.labels.tolist() == [1, 0, 1]
+
+
 def test_parse_frame_columns():
     with pytest.raises(ValueError, match=r"frame: missing columns \['I1'"):
         parse_frame(pd.DataFrame({"label": [1]}))
@@ -420,3 +687,22 @@ def test_real_files_read_without_bad_lines(name, rows, has_id):
         assert (np.diff(result.batch.ids) > 0).all()
     assert 0.2 < result.batch.labels.mean() < 0.26
     assert (result.batch.sparse >= MISSING_KEY).all()
+
+    # The same numbers as pandas reading the text and Python parsing it.
+    frame = pd.read_csv(
+        path,
+        sep="\t" if name.endswith(".txt") else ",",
+        header=None if name.endswith(".txt") else "infer",
+        names=list(TSV.columns) if name.endswith(".txt") else None,
+        dtype=str,
+        keep_default_na=False,
+    )
+    column = {str(c).lower(): frame[c] for c in frame.columns}
+    batch = result.batch
+    np.testing.assert_array_equal(batch.labels, column["label"].astype(float))
+    for j, name in enumerate(DENSE_FEATURES):
+        expected = [float(v) if v else NAN for v in column[name.lower()]]
+        np.testing.assert_array_equal(batch.dense[:, j], expected)
+    for j, name in enumerate(SPARSE_FEATURES):
+        expected = [int(v, 16) if v else MISSING_KEY for v in column[name.lower()]]
+        np.testing.assert_array_equal(batch.sparse[:, j], expected)

@@ -85,22 +85,38 @@ def test_run_on_real_rows_writes_a_smaller_artifact_and_report(real_run):
     assert drop["low"] <= drop["drop"] <= drop["high"]
     assert [s["step"] for s in report["steps"]][:2] == [0, 1]
     assert "oracle_test_auc" not in report
-    # the written storage is the smallest one that held the budget on validation
-    candidates = report["storage_candidates"]
-    within = [c for c in candidates if c["within"]]
-    assert (
-        report["compressed"]["storage"]
-        == min(within, key=lambda c: c["bytes"])["storage"]
-    )
-    assert [c["storage"] for c in candidates] == [
+    # the chosen candidate is the smallest one within the validation budget
+    candidates = report["candidates"]
+    within = [c for c in candidates if c["within_budget"]]
+    assert report["chosen"]["name"] == min(within, key=lambda c: c["bytes"])["name"]
+    measured = next(c for c in candidates if c["name"] == report["chosen"]["name"])
+    # the written artifact differs from the measured candidate by its metadata
+    assert abs(report["compressed"]["bytes"] - measured["bytes"]) < 8_000
+    floor = report["steps"][0]["valid_auc"] - report["max_auc_drop"]
+    assert all(c["valid_auc"] >= floor for c in within)
+    assert {c["storage"] for c in candidates} == {
         "float32",
         "float16",
         "int8-tables",
         "int8",
-    ]
+    }
+    for key in (
+        "params",
+        "nonzeros",
+        "bytes",
+        "valid_auc",
+        "test_auc",
+        "test_logloss",
+        "p50_us",
+        "rows_per_s",
+    ):
+        assert all(key in c for c in candidates), key
     markdown = (real_run / "report.md").read_text()
     assert "compression_steps.png" in markdown and "| test AUC |" in markdown
     assert (real_run / "compression_steps.png").stat().st_size > 10_000
+    assert (
+        "pareto.png" in markdown and (real_run / "pareto.png").stat().st_size > 10_000
+    )
 
 
 def test_score_the_csv_variant_with_ids(real_run, tmp_path, capsys):

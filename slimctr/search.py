@@ -1,0 +1,135 @@
+"""Budget search: every compressed candidate measured, the best one chosen.
+
+A candidate is one accepted pruning step stored one way (fp32, fp16, int8).
+Each is measured on validation (AUC, logloss), on disk (bytes) and in time
+(batch-1 latency, batch-4096 throughput); the chosen candidate is the one with
+the fewest bytes, or the lowest latency, among those whose validation AUC is
+within ``max_auc_drop`` of the uncompressed model. Test rows never choose.
+"""
+
+import copy
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from compression.prune import PruneResult
+from ctr.metrics import evaluate
+from ctr.train import predict
+from ctr.wide_deep import WideDeep, count_params
+from data.batch import RawBatch
+from data.encoder import Encoder
+from serving.bench import benchmark
+from serving.storage import Storage, simulate
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVES = ("bytes", "latency")
+
+# by name, from the largest to the smallest
+STORAGES = {
+    "float32": Storage("float32", "float32"),
+    "float16": Storage("float16", "float16"),
+    "int8-tables": Storage("int8", "float16", "float16"),
+    "int8": Storage("int8", "int8", "float16"),
+}
+
+
+@dataclass
+class Candidate:
+    """One compressed model as it would be written, with its measurements."""
+
+    name: str
+    step: int
+    storage: str
+    model: WideDeep = field(repr=False)
+    encoder: Encoder = field(repr=False)
+    figures: dict = field(default_factory=dict)
+
+    @property
+    def storage_type(self) -> Storage:
+        return STORAGES[self.storage]
+
+
+def _nonzeros(model: WideDeep) -> int:
+    return int(sum(int((p != 0).sum()) for p in model.parameters()))
+
+
+def measure_candidates(
+    pruned: PruneResult,
+    valid: RawBatch,
+    measure_bytes,
+    storages: tuple[str, ...] = tuple(STORAGES),
+    latency_calls: int = 500,
+) -> list[Candidate]:
+    """Every accepted step in every storage, measured on the validation rows."""
+    candidates = []
+    for step, (model, encoder) in enumerate(pruned.snapshots):
+        encoded = encoder.transform(valid)
+        timing = benchmark(
+            model, encoded, latency_calls=latency_calls, throughput_calls=10
+        )
+        for storage in storages:
+            rounded = simulate(copy.deepcopy(model), STORAGES[storage])
+            metrics = evaluate(encoded.labels, predict(rounded, encoded))
+            candidate = Candidate(
+                f"step{step}-{storage}", step, storage, rounded, encoder
+            )
+            candidate.figures = {
+                "name": candidate.name,
+                "step": step,
+                "storage": storage,
+                "params": count_params(model),
+                "nonzeros": _nonzeros(rounded),
+                "bytes": measure_bytes(model, encoder, STORAGES[storage]),
+                "valid_auc": metrics.auc,
+                "valid_logloss": metrics.logloss,
+                "hidden_units": list(model.config.hidden_units),
+                "vocabulary_rows": sum(len(v) for v in encoder.vocabularies),
+                "p50_us": timing.p50_us,
+                "p99_us": timing.p99_us,
+                "rows_per_s": timing.rows_per_s,
+            }
+            logger.info(
+                "candidate %s: bytes %d valid_auc %.4f p50_us %.1f",
+                candidate.name,
+                candidate.figures["bytes"],
+                metrics.auc,
+                timing.p50_us,
+            )
+            candidates.append(candidate)
+    return candidates
+
+
+def choose(
+    candidates: list[Candidate], floor: float, objective: str = "bytes"
+) -> Candidate:
+    """The best candidate by ``objective`` among those with valid AUC ≥ ``floor``.
+
+    The uncompressed fp32 model always qualifies, so a choice always exists.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
+    key = "bytes" if objective == "bytes" else "p50_us"
+    within = [
+        c
+        for c in candidates
+        if not math.isnan(c.figures["valid_auc"]) and c.figures["valid_auc"] >= floor
+    ]
+    if not within:
+        within = [c for c in candidates if c.step == 0 and c.storage == "float32"]
+    for c in candidates:
+        c.figures["within_budget"] = c in within
+    return min(within, key=lambda c: (c.figures[key], c.figures["bytes"]))
+
+
+def pareto_front(points: list[dict]) -> list[dict]:
+    """Candidates no other beats on both fewer bytes and higher valid AUC."""
+    ordered = sorted(points, key=lambda p: (p["bytes"], -p["valid_auc"]))
+    front, best = [], -np.inf
+    for point in ordered:
+        if point["valid_auc"] > best:
+            front.append(point)
+            best = point["valid_auc"]
+    return front
