@@ -89,7 +89,9 @@ def candidates_table(candidates: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_pareto(candidates: list[dict], chosen: str, path: Path) -> Path:
+def plot_pareto(
+    candidates: list[dict], chosen: str, path: Path, floor: float | None = None
+) -> Path:
     """Validation AUC against bytes (log scale) for every candidate."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
     by_storage: dict[str, list[dict]] = {}
@@ -107,11 +109,14 @@ def plot_pareto(candidates: list[dict], chosen: str, path: Path) -> Path:
     ax.plot(
         [p["bytes"] for p in front],
         [p["valid_auc"] for p in front],
-        "-",
         color="grey",
         linewidth=1,
+        drawstyle="steps-post",
         label="Pareto front",
     )
+    lowest = min(c["valid_auc"] for c in candidates)
+    if floor is not None and floor > lowest - 0.02:  # else it would squash the axis
+        ax.axhline(floor, color="tab:red", linestyle=":", label="budget floor")
     pick = next(c for c in candidates if c["name"] == chosen)
     ax.plot(
         pick["bytes"],
@@ -180,7 +185,10 @@ def write_report(report: dict, out: Path) -> tuple[Path, Path]:
     json_path = out / "report.json"
     write_json(json_path, report)
     plot_steps(report["steps"], report["baseline"]["bytes"], out / STEPS_PLOT)
-    plot_pareto(report["candidates"], report["chosen"]["name"], out / PARETO_PLOT)
+    floor = report["steps"][0]["valid_auc"] - report["max_auc_drop"]
+    plot_pareto(
+        report["candidates"], report["chosen"]["name"], out / PARETO_PLOT, floor
+    )
 
     data = report["data"]
     drop = report["test_auc_drop"]

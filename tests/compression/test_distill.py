@@ -172,12 +172,16 @@ def test_the_soft_term_pulls_the_student_toward_the_teacher(setup, labels_only):
         copy.deepcopy(student), teacher, train, valid, DistillConfig(alpha=0.0), TRAIN
     ).model
 
-    def agreement(model):
+    def correlation(model):
         return np.corrcoef(_logit(predict(model, valid)), target)[0, 1]
 
-    # seeds 0 and 1 measured 0.86 vs 0.98: a clear margin, not noise
-    assert agreement(mimic) > agreement(labels_only.model) + 0.05
-    assert agreement(mimic) > 0.9
+    def squared_gap(model):
+        return np.mean((_logit(predict(model, valid)) - target) ** 2)
+
+    # data seeds 0, 1, 2 measured correlations 0.91 vs 0.97 and squared logit
+    # gaps 0.25-0.34 vs 0.08-0.13: a margin of several times the seed noise
+    assert correlation(mimic) > correlation(labels_only.model) + 0.03
+    assert squared_gap(mimic) < 0.5 * squared_gap(labels_only.model)
 
 
 def test_the_teacher_is_left_untouched(setup):
