@@ -31,7 +31,7 @@ from data.encoder import NUM_RESERVED, EncodedBatch, Encoder
 logger = logging.getLogger(__name__)
 
 SCHEDULES = ("agp", "one-shot")
-ROW_CRITERIA = ("norm", "frequency")
+ROW_CRITERIA = ("norm", "frequency", "impact")
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,10 @@ class PruneConfig:
         steps: prune → fine-tune rounds (ignored by the one-shot schedule).
         schedule: "agp" (cubic ramp) or "one-shot".
         norm: "l1" or "l2" importance.
-        row_criterion: "norm" ranks vocabulary rows by the norm of their
-            weights, "frequency" by how often training rows look them up.
+        row_criterion: how vocabulary rows are ranked: "norm" by the norm of
+            their weights, "frequency" by how often training rows look them
+            up, "impact" by the product of the two (a row's total weight in
+            the training logits), which never folds a frequent value.
         neuron_threshold: λ mode: when set, neurons whose importance is at
             most this are removed in one step, instead of a target sparsity.
         row_threshold: λ mode for vocabulary rows, likewise.
@@ -62,7 +64,7 @@ class PruneConfig:
     steps: int = 4
     schedule: str = "agp"
     norm: str = "l2"
-    row_criterion: str = "norm"
+    row_criterion: str = "impact"
     neuron_threshold: float | None = None
     row_threshold: float | None = None
     fine_tune_epochs: int = 2
@@ -176,18 +178,22 @@ def prune_rows(
     norm: str,
     threshold: float | None = None,
     frequency: torch.Tensor | None = None,
+    weighted: bool = False,
 ) -> tuple[WideDeep, list[np.ndarray]]:
     """Fold the lowest-norm vocabulary rows into oov, ranked over all fields.
 
     Keeps ``1 - sparsity`` of ``original_rows`` (or, with ``threshold`` set,
     the rows scoring above λ); the reserved missing and oov rows always stay.
-    With ``frequency`` given, rows are ranked by it (ties by norm) instead.
+    With ``frequency`` given, rows are ranked by it (ties by norm) instead,
+    or with ``weighted`` by frequency times norm.
 
     Returns:
         The thinned model and, per field, the keep mask over its old ids.
     """
     scores = embedding_row_importance(model, norm)
-    if frequency is not None:
+    if frequency is not None and weighted:
+        scores = frequency * scores.double()
+    elif frequency is not None:
         # norms are far below 1, so they only break ties between equal counts
         scores = frequency + scores.double() / (1.0 + scores.max().double())
     starts = torch.tensor([0, *model.num_embeddings[:-1]]).cumsum(0)
@@ -262,12 +268,18 @@ def prune_gradually(
             current, original_units, neurons, config.norm, config.neuron_threshold
         )
         frequency = None
-        if config.row_criterion == "frequency":
+        if config.row_criterion != "norm":
             frequency = embedding_row_frequency(
                 current, torch.from_numpy(train.sparse_ids)
             )
         current, keep = prune_rows(
-            current, original_rows, rows, config.norm, config.row_threshold, frequency
+            current,
+            original_rows,
+            rows,
+            config.norm,
+            config.row_threshold,
+            frequency,
+            weighted=config.row_criterion == "impact",
         )
         current_encoder = current_encoder.keep_rows(keep)
         train, valid = remap_ids(train, keep), remap_ids(valid, keep)

@@ -97,6 +97,9 @@ def layer_keep(
     Returns:
         ``(hidden_units[layer],)`` bool, for :func:`~compression.thinning.thin_mlp`.
     """
+    hidden = len(model.linear_layers()) - 1
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < hidden:
+        raise ValueError(f"layer: expected an index in [0, {hidden}), got {layer!r}")
     scores = neuron_importance(model.linear_layers()[layer], norm)
     return keep_by_sparsity(scores, level)
 
@@ -112,6 +115,9 @@ def field_keep(
         ``(num_embeddings[field],)`` bool, one entry of the ``keep`` list that
         :func:`~compression.thinning.thin_embedding_rows` takes.
     """
+    fields = len(model.num_embeddings)
+    if isinstance(field, bool) or not isinstance(field, int) or not 0 <= field < fields:
+        raise ValueError(f"field: expected an index in [0, {fields}), got {field!r}")
     return _keep_rows(_field_scores(model, norm)[field], level)
 
 
@@ -249,9 +255,10 @@ def _oov_logits(
     """
     oov = int(model.offsets[field]) + OOV_ID
     width = model.config.embedding_dim
-    deep_input = baseline.deep_input[rows].clone()  # (rows, F * D + num_dense)
+    # boolean indexing copies, so the cached tensors stay untouched
+    deep_input = baseline.deep_input[rows]  # (rows, F * D + num_dense)
     deep_input[:, field * width : (field + 1) * width] = model.embedding.weight[oov]
-    wide_fields = baseline.wide_fields[rows].clone()  # (rows, F)
+    wide_fields = baseline.wide_fields[rows]  # (rows, F)
     wide_fields[:, field] = model.wide_sparse.weight[oov, 0]
     deep = model.mlp(deep_input).squeeze(1)
     return wide_fields.sum(1) + baseline.wide_dense[rows] + deep

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from data.criteo import parse_frame
 
 from ctr.wide_deep import WideDeep
 from data.batch import RawBatch
+from data.criteo import parse_frame
 from data.encoder import EncodedBatch, Encoder
 from serving.artifact import load_artifact
 

@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from tqdm import tqdm
 
 from compression.importance import NORMS
 from compression.prune import ROW_CRITERIA, SCHEDULES, PruneConfig
+from compression.sensitivity import allocate, sensitivity
+from compression.sensitivity_plot import plot_sensitivity
 from ctr.config import Config, config_to_dict, load_config
 from ctr.metrics import evaluate
 from ctr.train import TrainingError
@@ -36,6 +39,7 @@ from slimctr.cache import load_cache, save_cache
 from slimctr.dataset import load_dataset
 from slimctr.jsonio import dumps, write_json
 from slimctr.report import (
+    SENSITIVITY_PLOT,
     candidates_table,
     steps_table,
     summary_table,
@@ -605,6 +609,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(f"      best valid AUC {trained.best_valid.auc:.4f}")
 
+    print("      sensitivity: each layer and field pruned alone, no fine-tuning")
+    sensitivity_rows = sensitivity(trained.model, encoded.valid)
+    plot_sensitivity(sensitivity_rows, out / SENSITIVITY_PLOT)
+
     print("[4/5] compressing: prune -> fine-tune, validation AUC after each step")
     prune_config = _prune_config(args)
     pruned = pipeline.compress(
@@ -651,6 +659,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "objective": args.objective,
         "candidates": [c.figures for c in candidates],
         "steps": steps,
+        "sensitivity": [asdict(row) for row in sensitivity_rows],
+        "sensitivity_allocation": allocate(sensitivity_rows, prune_config.max_auc_drop),
         "test_auc_drop": pipeline.compare(
             baseline, compressed, dataset, seed=config.train.seed
         ),

@@ -4,10 +4,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.criteo import read_criteo
-
 from data.bad_lines import SkipCounter
 from data.batch import RawBatch
+from data.criteo import read_criteo
 from data.split import Split
 
 logger = logging.getLogger(__name__)

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from compression.sensitivity import SensitivityRow, sensitivity_table  # noqa: E402
 from slimctr.jsonio import write_json  # noqa: E402
 from slimctr.search import pareto_front  # noqa: E402
 
@@ -16,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 STEPS_PLOT = "compression_steps.png"
 PARETO_PLOT = "pareto.png"
+SENSITIVITY_PLOT = "sensitivity.png"
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -138,6 +140,29 @@ def plot_pareto(
     return path
 
 
+def _sensitivity_section(report: dict) -> list[str]:
+    rows = [SensitivityRow(**row) for row in report["sensitivity"]]
+    allocation = report["sensitivity_allocation"]
+    allowed = ", ".join(f"{k} {v:.2f}" for k, v in allocation.items() if v > 0)
+    return [
+        "## Sensitivity",
+        "",
+        "Validation AUC drop when one hidden layer (neurons by norm) or one "
+        "field's vocabulary rows (by norm, folded into oov) is pruned alone at "
+        "each level, without fine-tuning, on the baseline. A negative drop is a "
+        "gain within noise.",
+        "",
+        sensitivity_table(rows),
+        "",
+        f"Largest level each part takes alone within {report['max_auc_drop']}: "
+        f"{allowed or 'none'}. (Reported for guidance; the schedule above "
+        "prunes every layer to the same share.)",
+        "",
+        f"![AUC drop by pruning level]({SENSITIVITY_PLOT})",
+        "",
+    ]
+
+
 def plot_steps(steps: list[dict], baseline_bytes: int, path: Path) -> Path:
     """Validation AUC against bytes on disk for every compression step."""
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
@@ -239,6 +264,8 @@ def write_report(report: dict, out: Path) -> tuple[Path, Path]:
         f"![validation AUC against bytes for every candidate]({PARETO_PLOT})",
         "",
     ]
+    if report.get("sensitivity"):
+        lines += _sensitivity_section(report)
     md_path = out / "report.md"
     md_path.write_text("\n".join(lines))
     return json_path, md_path

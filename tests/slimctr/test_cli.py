@@ -111,7 +111,11 @@ def test_run_on_real_rows_writes_a_smaller_artifact_and_report(real_run):
         "rows_per_s",
     ):
         assert all(key in c for c in candidates), key
+    names = {(row["kind"], row["name"]) for row in report["sensitivity"]}
+    assert len(names) == 3 + 26 and len(report["sensitivity"]) == 29 * 10
+    assert (real_run / "sensitivity.png").stat().st_size > 10_000
     markdown = (real_run / "report.md").read_text()
+    assert "sensitivity.png" in markdown and "## Sensitivity" in markdown
     assert "compression_steps.png" in markdown and "| test AUC |" in markdown
     assert (real_run / "compression_steps.png").stat().st_size > 10_000
     assert (
