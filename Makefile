@@ -25,8 +25,14 @@ test: venv
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# Not a test: trains, compresses and times baseline against compressed on the
+# real sample, both in one run (alternating rounds, medians), then times each
+# artifact alone with `slimctr bench`.
+REAL ?= ../shared/data/criteo/dac_union_12k.txt
 bench: venv
-	$(BIN)/python benchmarks/bench_compression.py --threads $(THREADS)
+	$(BIN)/slimctr run --data $(REAL) --out runs/bench --threads $(THREADS) --bench-repeats 7
+	$(BIN)/slimctr bench --model runs/bench/baseline --data $(REAL) --threads $(THREADS) --json runs/bench/bench_baseline.json
+	$(BIN)/slimctr bench --model runs/bench/compressed --data $(REAL) --threads $(THREADS) --json runs/bench/bench_compressed.json
 
 clean:
 	rm -rf runs .pytest_cache
