@@ -6,21 +6,17 @@ Neural Network", with a sigmoid in place of the softmax as a CTR model has one
 logit. Both networks read the same encoded rows, so they share one encoder.
 """
 
-import copy
 import logging
 import math
 import numbers
-import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ctr.config import TrainConfig
 from ctr.metrics import Metrics, evaluate
-from ctr.train import TrainingError, _optimisers, predict, tensors
+from ctr.train import fit, predict, tensors
 from ctr.wide_deep import WideDeep
 from data.encoder import EncodedBatch
 
@@ -117,147 +113,6 @@ def distillation_loss(
     return config.alpha * hard + (1.0 - config.alpha) * soft, hard, soft
 
 
-class _Distillation:
-    """One distillation run: the student, its optimisers and what it has logged.
-
-    Batching, optimisers, the embedding L2 penalty, evaluation points and early
-    stopping follow ``ctr.train.fit`` step for step; only the loss differs.
-    """
-
-    def __init__(
-        self,
-        student: WideDeep,
-        train: EncodedBatch,
-        soft_targets: torch.Tensor,
-        valid: EncodedBatch,
-        configs: tuple[DistillConfig, TrainConfig],
-    ) -> None:
-        self.student = student
-        self.valid = valid
-        self.config, self.train_config = configs
-        # Same order of seeding and draws as ctr.train.fit, for alpha = 1 to match.
-        self.generator = torch.Generator().manual_seed(self.train_config.seed)
-        torch.manual_seed(self.train_config.seed)
-        self.optimisers = _optimisers(student, self.train_config)
-        sparse_ids, dense = tensors(train)
-        labels = torch.from_numpy(train.labels)
-        self.inputs = (sparse_ids, dense, labels, soft_targets)
-        self.steps_per_epoch = math.ceil(len(train) / self.train_config.batch_size)
-        evals = self.train_config.evals_per_epoch
-        points = np.linspace(0, self.steps_per_epoch, evals + 1)[1:]
-        self.eval_at = set(points.round().astype(int))
-
-        self.history: list[dict] = []
-        self.best_auc = -math.inf
-        self.best_state: dict | None = None
-        self.best_metrics: Metrics | None = None
-        self.best_evaluation = 0
-        self.stale = 0
-        self.train_seconds = 0.0
-        self.rows_seen = 0
-
-    def run_epoch(self, epoch: int, progress: bool) -> bool:
-        """One pass over the shuffled rows; True when early stopping says stop."""
-        order = torch.randperm(len(self.inputs[0]), generator=self.generator)
-        batch_size = self.train_config.batch_size
-        sums = {"train_loss": 0.0, "hard_loss": 0.0, "soft_loss": 0.0}
-        self.student.train()
-        started = time.perf_counter()
-        bar = tqdm(
-            range(self.steps_per_epoch),
-            desc=f"epoch {epoch}",
-            # None hides the bar when stderr is not a terminal (logs, CI)
-            disable=None if progress else True,
-            leave=False,
-            unit="batch",
-        )
-        for step in bar:
-            rows = order[step * batch_size : (step + 1) * batch_size]
-            terms = self._step(rows, f"epoch {epoch} step {step + 1}")
-            for name, value in zip(sums, terms, strict=True):
-                sums[name] += value
-            self.rows_seen += len(rows)
-            bar.set_postfix(loss=f"{sums['train_loss'] / (step + 1):.4f}")
-
-            if step + 1 not in self.eval_at:
-                continue
-            self.train_seconds += time.perf_counter() - started
-            if self._evaluate(epoch, step + 1, sums):
-                bar.close()
-                return True
-            self.student.train()
-            started = time.perf_counter()
-        bar.close()
-        return False
-
-    def _step(self, rows: torch.Tensor, where: str) -> tuple[float, float, float]:
-        """One optimiser step on ``rows``; the ``(total, hard, soft)`` losses."""
-        sparse_ids, dense, labels, soft_targets = (x[rows] for x in self.inputs)
-        logits = self.student(sparse_ids, dense)  # (batch_size,)
-        loss, hard, soft = distillation_loss(logits, labels, soft_targets, self.config)
-        if self.train_config.embedding_l2 > 0:
-            looked_up = self.student.embedding(sparse_ids + self.student.offsets)
-            penalty = looked_up.pow(2).sum() / len(rows)
-            loss = loss + self.train_config.embedding_l2 * penalty
-
-        for optimiser in self.optimisers:
-            optimiser.zero_grad()
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"distillation diverged: loss is {loss.item()} at {where} (hard "
-                f"{hard.item()}, soft {soft.item()}); lower train.learning_rate "
-                "or train.embedding_learning_rate"
-            )
-        loss.backward()
-        for optimiser in self.optimisers:
-            optimiser.step()
-        return loss.item(), hard.item(), soft.item()
-
-    def _evaluate(self, epoch: int, step: int, sums: dict[str, float]) -> bool:
-        """Validate, log, keep the best weights; True when training should stop."""
-        metrics = evaluate(self.valid.labels, predict(self.student, self.valid))
-        record = {
-            "evaluation": len(self.history) + 1,
-            "epoch": epoch,
-            "step": step,
-            **{name: total / step for name, total in sums.items()},
-            "rows_per_s": self.rows_seen / max(self.train_seconds, 1e-9),
-            **{f"valid_{k}": v for k, v in metrics.as_dict().items()},
-        }
-        self.history.append(record)
-        logger.info(
-            "epoch %d step %d rows/s %.0f loss %.4f hard %.4f soft %.4f valid_auc %.4f",
-            epoch,
-            step,
-            record["rows_per_s"],
-            record["train_loss"],
-            record["hard_loss"],
-            record["soft_loss"],
-            metrics.auc,
-        )
-
-        if not math.isnan(metrics.auc) and metrics.auc > self.best_auc:
-            self.best_auc, self.best_metrics = metrics.auc, metrics
-            self.best_evaluation = record["evaluation"]
-            self.best_state = copy.deepcopy(self.student.state_dict())
-            self.stale = 0
-        else:
-            self.stale += 1
-        return self.stale >= self.train_config.patience
-
-    def restore_best(self) -> None:
-        """Load the best weights into the student, which is left in eval mode."""
-        if self.best_state is None:
-            raise TrainingError(
-                "validation AUC was undefined at every evaluation: the validation "
-                f"split ({len(self.valid)} rows, {int(self.valid.labels.sum())} "
-                "clicks) needs both clicks and non-clicks; use more rows or "
-                "another split"
-            )
-        self.student.load_state_dict(self.best_state)
-        self.student.eval()
-
-
 def distill(
     student: WideDeep,
     teacher: WideDeep,
@@ -269,10 +124,8 @@ def distill(
 ) -> DistillResult:
     """Train ``student`` in place on labels and teacher; keep its best valid AUC.
 
-    Batching, optimisers (SparseAdam for the tables, Adam elsewhere), the
-    embedding L2 penalty, evaluation points and early stopping are those of
-    ``ctr.train.fit``, seeded the same way, so ``alpha=1`` gives the student
-    that ``fit`` would give. The teacher is never updated: its logits on the
+    Training is ``ctr.train.fit`` with the distillation loss in place of
+    plain BCE, so ``alpha=1`` gives exactly the student that ``fit`` gives. The teacher is never updated: its logits on the
     training rows are computed once, in eval mode, before the first step.
 
     Args:
@@ -293,21 +146,23 @@ def distill(
         teacher_valid.auc,
     )
 
-    run = _Distillation(student, train, soft_targets, valid, (config, train_config))
-    epoch = 0
-    for epoch in range(1, train_config.epochs + 1):
-        if run.run_epoch(epoch, progress):
-            logger.info("early stop: no better valid AUC for %d evaluations", run.stale)
-            break
-    run.restore_best()
+    labels = torch.from_numpy(train.labels)
+
+    def terms(logits: torch.Tensor, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        loss, hard, soft = distillation_loss(
+            logits, labels[rows], soft_targets[rows], config
+        )
+        return {"loss": loss, "hard_loss": hard, "soft_loss": soft}
+
+    result = fit(student, train, valid, train_config, progress, loss_terms=terms)
     return DistillResult(
-        model=student,
-        best_valid=run.best_metrics,
-        best_evaluation=run.best_evaluation,
+        model=result.model,
+        best_valid=result.best_valid,
+        best_evaluation=result.best_evaluation,
         teacher_valid=teacher_valid,
-        history=run.history,
-        samples_per_s=run.rows_seen / max(run.train_seconds, 1e-9),
-        epochs_run=epoch,
+        history=result.history,
+        samples_per_s=result.samples_per_s,
+        epochs_run=result.epochs_run,
     )
 
 

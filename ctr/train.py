@@ -9,6 +9,7 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,10 @@ from ctr.wide_deep import WideDeep
 from data.encoder import EncodedBatch
 
 logger = logging.getLogger(__name__)
+
+
+# (logits, row indices) -> {"loss": total, **named terms}
+LossTerms = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
 
 class TrainingError(RuntimeError):
@@ -80,6 +85,7 @@ def fit(
     config: TrainConfig,
     progress: bool = False,
     checkpoint: str | Path | None = None,
+    loss_terms: LossTerms | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and return it with its best validation weights.
 
@@ -89,6 +95,11 @@ def fit(
         progress: show a progress bar (for command-line use).
         checkpoint: where to write the best weights with ``torch.save``
             (read back with ``torch.load(..., weights_only=True)``).
+        loss_terms: the training loss; given a batch's logits
+            ``(batch_size,)`` and its row indices into ``train``, returns
+            ``{"loss": total, **other_terms}``. Every other term is averaged
+            over the epoch and logged in ``history``. Default: BCE against
+            the labels.
     """
     if train.labels is None or valid.labels is None:
         raise ValueError("train and valid: labels are required to fit a model")
@@ -98,9 +109,14 @@ def fit(
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     optimisers = _optimisers(model, config)
-    loss_fn = nn.BCEWithLogitsLoss()
     sparse_ids, dense = tensors(train)
     labels = torch.from_numpy(train.labels)
+    if loss_terms is None:
+        bce = nn.BCEWithLogitsLoss()
+
+        def loss_terms(logits: torch.Tensor, rows: torch.Tensor) -> dict:
+            return {"loss": bce(logits, labels[rows])}
+
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     eval_at = set(
         np.linspace(0, steps_per_epoch, config.evals_per_epoch + 1)[1:]
@@ -117,6 +133,7 @@ def fit(
         model.train()
         started = time.perf_counter()
         running = 0.0
+        sums: dict[str, float] = {}
         bar = tqdm(
             range(steps_per_epoch),
             desc=f"epoch {epoch}",
@@ -130,7 +147,8 @@ def fit(
             rows = order[step * config.batch_size : (step + 1) * config.batch_size]
             batch_ids = sparse_ids[rows]
             logits = model(batch_ids, dense[rows])
-            loss = loss_fn(logits, labels[rows])
+            terms = loss_terms(logits, rows)
+            loss = terms["loss"]
             if config.embedding_l2 > 0:
                 looked_up = model.embedding(batch_ids + model.offsets)
                 loss = loss + config.embedding_l2 * looked_up.pow(2).sum() / len(rows)
@@ -146,6 +164,9 @@ def fit(
             for optimiser in optimisers:
                 optimiser.step()
             running += loss.item()
+            for name, value in terms.items():
+                if name != "loss":
+                    sums[name] = sums.get(name, 0.0) + value.item()
             rows_seen += len(rows)
             bar.set_postfix(loss=f"{running / (step + 1):.4f}")
 
@@ -159,6 +180,7 @@ def fit(
                 "epoch": epoch,
                 "step": step + 1,
                 "train_loss": running / (step + 1),
+                **{name: total / (step + 1) for name, total in sums.items()},
                 "rows_per_s": rows_seen / max(train_seconds, 1e-9),
                 **{f"valid_{k}": v for k, v in metrics.as_dict().items()},
             }
