@@ -125,8 +125,9 @@ def distill(
     """Train ``student`` in place on labels and teacher; keep its best valid AUC.
 
     Training is ``ctr.train.fit`` with the distillation loss in place of
-    plain BCE, so ``alpha=1`` gives exactly the student that ``fit`` gives. The teacher is never updated: its logits on the
-    training rows are computed once, in eval mode, before the first step.
+    plain BCE, so ``alpha=1`` gives exactly the student that ``fit`` gives.
+    The teacher is never updated: its logits on the training rows are
+    computed once, in eval mode, before the first step.
 
     Args:
         student, teacher: wide & deep networks over the same encoder (equal

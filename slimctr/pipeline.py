@@ -15,7 +15,7 @@ from compression.prune import PruneConfig, PruneResult, prune_gradually
 from ctr.bootstrap import paired_auc_drop
 from ctr.config import Config
 from ctr.metrics import evaluate
-from ctr.train import TrainResult, fit, predict
+from ctr.train import TrainResult, fit
 from ctr.wide_deep import WideDeep, count_params
 from data.encoder import EncodedBatch, Encoder
 from data.schema import NUM_DENSE
@@ -79,18 +79,14 @@ def search(
 ) -> tuple[Candidate, list[Candidate]]:
     """Measure every step × storage candidate and choose one on validation.
 
-    Test figures are added to every candidate for the report afterwards; they
-    play no part in the choice.
+    Test figures are measured for the report and play no part in the choice.
     """
     storages = tuple(STORAGES) if storage == "auto" else (storage,)
-    candidates = measure_candidates(pruned, dataset.valid, measure_bytes, storages)
+    candidates = measure_candidates(
+        pruned, dataset.valid, dataset.test, measure_bytes, storages
+    )
     floor = pruned.steps[0].valid_auc - max_auc_drop
-    chosen = choose(candidates, floor, objective)
-    for candidate in candidates:
-        test = candidate.encoder.transform(dataset.test)
-        metrics = evaluate(test.labels, predict(candidate.model, test))
-        candidate.figures.update(test_auc=metrics.auc, test_logloss=metrics.logloss)
-    return chosen, candidates
+    return choose(candidates, floor, objective), candidates
 
 
 def compress(

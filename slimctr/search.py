@@ -19,7 +19,6 @@ from ctr.metrics import evaluate
 from ctr.train import predict
 from ctr.wide_deep import WideDeep, count_params
 from data.batch import RawBatch
-from data.encoder import Encoder
 from serving.bench import benchmark
 from serving.storage import Storage, simulate
 
@@ -38,13 +37,14 @@ STORAGES = {
 
 @dataclass
 class Candidate:
-    """One compressed model as it would be written, with its measurements."""
+    """One compressed model as it would be written, with its measurements.
+
+    The model itself is the pruning step's snapshot written with ``storage``.
+    """
 
     name: str
     step: int
     storage: str
-    model: WideDeep = field(repr=False)
-    encoder: Encoder = field(repr=False)
     figures: dict = field(default_factory=dict)
 
     @property
@@ -59,23 +59,28 @@ def _nonzeros(model: WideDeep) -> int:
 def measure_candidates(
     pruned: PruneResult,
     valid: RawBatch,
+    test: RawBatch,
     measure_bytes,
     storages: tuple[str, ...] = tuple(STORAGES),
     latency_calls: int = 500,
 ) -> list[Candidate]:
-    """Every accepted step in every storage, measured on the validation rows."""
+    """Every accepted step in every storage, measured on the validation rows.
+
+    Test AUC and logloss are measured too, for the report only: :func:`choose`
+    reads validation figures alone.
+    """
     candidates = []
     for step, (model, encoder) in enumerate(pruned.snapshots):
         encoded = encoder.transform(valid)
+        encoded_test = encoder.transform(test)
         timing = benchmark(
             model, encoded, latency_calls=latency_calls, throughput_calls=10
         )
         for storage in storages:
             rounded = simulate(copy.deepcopy(model), STORAGES[storage])
             metrics = evaluate(encoded.labels, predict(rounded, encoded))
-            candidate = Candidate(
-                f"step{step}-{storage}", step, storage, rounded, encoder
-            )
+            tested = evaluate(encoded_test.labels, predict(rounded, encoded_test))
+            candidate = Candidate(f"step{step}-{storage}", step, storage)
             candidate.figures = {
                 "name": candidate.name,
                 "step": step,
@@ -90,6 +95,8 @@ def measure_candidates(
                 "p50_us": timing.p50_us,
                 "p99_us": timing.p99_us,
                 "rows_per_s": timing.rows_per_s,
+                "test_auc": tested.auc,
+                "test_logloss": tested.logloss,
             }
             logger.info(
                 "candidate %s: bytes %d valid_auc %.4f p50_us %.1f",
