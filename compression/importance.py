@@ -62,3 +62,24 @@ def embedding_row_frequency(model: WideDeep, sparse_ids: torch.Tensor) -> torch.
     """
     index = (sparse_ids + model.offsets).flatten()
     return torch.bincount(index, minlength=model.embedding.num_embeddings).double()
+
+
+def embedding_dim_importance(model: WideDeep, norm: str = "l2") -> torch.Tensor:
+    """Importance of each embedding dimension shared by all fields.
+
+    The norm of the dimension's column over the whole table times the norm
+    of the first-layer weights that read it: a dimension matters when its
+    values are large and the network uses them.
+
+    Returns:
+        ``(embedding_dim,)`` scores.
+    """
+    _check_norm(norm)
+    p = 1 if norm == "l1" else 2
+    dim = model.config.embedding_dim
+    table = model.embedding.weight.detach().norm(p=p, dim=0)  # (embedding_dim,)
+    first = model.linear_layers()[0].weight.detach()
+    fields = len(model.num_embeddings)
+    reads = first[:, : fields * dim].reshape(first.shape[0], fields, dim)
+    used = reads.norm(p=p, dim=(0, 1))  # (embedding_dim,)
+    return table * used

@@ -15,13 +15,20 @@ import numpy as np
 import torch
 
 from compression.importance import (
+    embedding_dim_importance,
     embedding_row_frequency,
     embedding_row_importance,
     neuron_importance,
 )
 from compression.schedule import agp_schedule
 from compression.selection import keep_by_sparsity, keep_by_threshold
-from compression.thinning import remap_ids, split_rows, thin_embedding_rows, thin_mlp
+from compression.thinning import (
+    remap_ids,
+    split_rows,
+    thin_embedding_dims,
+    thin_embedding_rows,
+    thin_mlp,
+)
 from ctr.config import TrainConfig
 from ctr.metrics import evaluate
 from ctr.train import fit, predict
@@ -41,6 +48,8 @@ class PruneConfig:
     Attributes:
         neuron_sparsity: final share of each hidden layer's neurons removed.
         row_sparsity: final share of vocabulary rows folded into oov.
+        dim_sparsity: final share of embedding dimensions removed (the same
+            dimensions in every field, with the MLP inputs that read them).
         steps: prune → fine-tune rounds (ignored by the one-shot schedule).
         schedule: "agp" (cubic ramp) or "one-shot".
         norm: "l1" or "l2" importance.
@@ -61,6 +70,7 @@ class PruneConfig:
 
     neuron_sparsity: float = 0.875
     row_sparsity: float = 0.75
+    dim_sparsity: float = 0.5
     steps: int = 4
     schedule: str = "agp"
     norm: str = "l2"
@@ -72,7 +82,7 @@ class PruneConfig:
     max_auc_drop: float = 0.005
 
     def __post_init__(self) -> None:
-        for name in ("neuron_sparsity", "row_sparsity"):
+        for name in ("neuron_sparsity", "row_sparsity", "dim_sparsity"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name}: expected a share in [0, 1), got {value}")
@@ -118,6 +128,7 @@ class StepRecord:
     valid_auc: float
     valid_logloss: float
     hidden_units: tuple[int, ...]
+    embedding_dim: int
     vocabulary_rows: int
     rolled_back: bool = False
 
@@ -140,12 +151,25 @@ class PruneResult:
     snapshots: list[tuple[WideDeep, Encoder]] = field(default_factory=list)
 
 
-def _targets(config: PruneConfig) -> list[tuple[float, float]]:
+def _targets(config: PruneConfig) -> list[tuple[float, float, float]]:
     thresholds = config.neuron_threshold is not None or config.row_threshold is not None
     steps = 1 if config.schedule == "one-shot" or thresholds else config.steps
     neurons = agp_schedule(config.neuron_sparsity, steps)
     rows = agp_schedule(config.row_sparsity, steps)
-    return list(zip(neurons, rows, strict=True))
+    dims = agp_schedule(config.dim_sparsity, steps)
+    return list(zip(neurons, rows, dims, strict=True))
+
+
+def prune_dims(
+    model: WideDeep, original_dim: int, sparsity: float, norm: str
+) -> WideDeep:
+    """Keep ``1 - sparsity`` of the original embedding dimensions."""
+    target = max(1, math.ceil(original_dim * (1.0 - sparsity) - 1e-9))
+    if target >= model.config.embedding_dim:
+        return model
+    share = 1.0 - target / model.config.embedding_dim
+    keep = keep_by_sparsity(embedding_dim_importance(model, norm), share)
+    return thin_embedding_dims(model, keep)
 
 
 def prune_neurons(
@@ -229,6 +253,7 @@ def prune_gradually(
         measure_bytes: size on disk of an artifact holding a model and encoder.
     """
     original_units = model.config.hidden_units
+    original_dim = model.config.embedding_dim
     original_rows = sum(model.num_embeddings) - NUM_RESERVED * len(model.num_embeddings)
     original_params = count_params(model)
     fine_tune = replace(
@@ -254,6 +279,7 @@ def prune_gradually(
             valid_auc=metrics.auc,
             valid_logloss=metrics.logloss,
             hidden_units=current.config.hidden_units,
+            embedding_dim=current.config.embedding_dim,
             vocabulary_rows=rows,
         )
 
@@ -263,10 +289,11 @@ def prune_gradually(
     )
     floor = start.valid_auc - config.max_auc_drop
     current, current_encoder = model, encoder
-    for step, (neurons, rows) in enumerate(_targets(config), start=1):
+    for step, (neurons, rows, dims) in enumerate(_targets(config), start=1):
         current = prune_neurons(
             current, original_units, neurons, config.norm, config.neuron_threshold
         )
+        current = prune_dims(current, original_dim, dims, config.norm)
         frequency = None
         if config.row_criterion != "norm":
             frequency = embedding_row_frequency(

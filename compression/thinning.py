@@ -96,3 +96,39 @@ def remap_ids(batch: EncodedBatch, keep: list[np.ndarray]) -> EncodedBatch:
         new_id[~mask] = OOV_ID
         sparse_ids[:, field] = new_id[batch.sparse_ids[:, field]]
     return EncodedBatch(sparse_ids, batch.dense, batch.labels)
+
+
+def embedding_columns(model: WideDeep, keep_dims: torch.Tensor) -> torch.Tensor:
+    """Mask over the first ``Linear`` layer's inputs for kept embedding dims.
+
+    The deep input is the fields' embeddings side by side, then the dense
+    features, so each embedding dimension feeds one column per field.
+    """
+    fields = len(model.num_embeddings)
+    dense = torch.ones(model.num_dense, dtype=torch.bool)
+    return torch.cat([keep_dims.repeat(fields), dense])
+
+
+def thin_embedding_dims(model: WideDeep, keep_dims: torch.Tensor) -> WideDeep:
+    """Drop embedding dimensions, shared by every field, and the MLP inputs
+    that read them.
+
+    Args:
+        model: the model to thin; left unchanged.
+        keep_dims: ``(embedding_dim,)`` boolean mask, at least one True.
+    """
+    dim = model.config.embedding_dim
+    if keep_dims.shape != (dim,) or not keep_dims.any():
+        raise ValueError(
+            f"keep_dims: expected a boolean mask of {dim} with at least one True"
+        )
+    config = replace(model.config, embedding_dim=int(keep_dims.sum()))
+    thinned = WideDeep(config, model.num_embeddings, model.num_dense)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["embedding.weight"] = state["embedding.weight"][:, keep_dims].contiguous()
+    first = next(n for n, m in model.mlp.named_children() if isinstance(m, nn.Linear))
+    columns = embedding_columns(model, keep_dims)
+    weight = state[f"mlp.{first}.weight"]
+    state[f"mlp.{first}.weight"] = weight[:, columns].contiguous()
+    thinned.load_state_dict(state)
+    return thinned

@@ -212,6 +212,13 @@ def _add_pruning(parser: argparse.ArgumentParser) -> None:
         help=f"prune -> fine-tune rounds (default {defaults.steps})",
     )
     parser.add_argument(
+        "--dim-sparsity",
+        type=_share,
+        default=defaults.dim_sparsity,
+        help="final share of embedding dimensions removed "
+        f"(default {defaults.dim_sparsity})",
+    )
+    parser.add_argument(
         "--row-criterion",
         choices=ROW_CRITERIA,
         default=defaults.row_criterion,
@@ -270,6 +277,7 @@ def _prune_config(args: argparse.Namespace) -> PruneConfig:
     return PruneConfig(
         neuron_sparsity=args.neuron_sparsity,
         row_sparsity=args.row_sparsity,
+        dim_sparsity=args.dim_sparsity,
         steps=args.steps,
         schedule=args.schedule,
         norm=args.norm,

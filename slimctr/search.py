@@ -91,6 +91,7 @@ def measure_candidates(
                 "valid_auc": metrics.auc,
                 "valid_logloss": metrics.logloss,
                 "hidden_units": list(model.config.hidden_units),
+                "embedding_dim": model.config.embedding_dim,
                 "vocabulary_rows": sum(len(v) for v in encoder.vocabularies),
                 "p50_us": timing.p50_us,
                 "p99_us": timing.p99_us,

@@ -86,3 +86,24 @@ def test_bad_masks_are_refused():
     keep[3][1] = False
     with pytest.raises(ValueError, match="reserved ids kept"):
         thin_embedding_rows(model, keep)
+
+
+def test_removing_unused_embedding_dims_leaves_outputs_unchanged():
+    from compression.importance import embedding_dim_importance
+    from compression.thinning import embedding_columns, thin_embedding_dims
+
+    model, _, rows = _model_and_rows()
+    keep = torch.arange(8) % 2 == 0
+    first = model.linear_layers()[0]
+    with torch.no_grad():
+        # the first layer ignores the odd dimensions of every field
+        first.weight[:, ~embedding_columns(model, keep)] = 0
+    scores = embedding_dim_importance(model)
+    assert (scores[~keep] == 0).all() and (scores[keep] > 0).all()
+    thinned = thin_embedding_dims(model, keep)
+    assert thinned.config.embedding_dim == 4
+    assert thinned.embedding.weight.shape == (sum(model.num_embeddings), 4)
+    assert thinned.linear_layers()[0].weight.shape == (32, 4 * 26 + 26)
+    np.testing.assert_allclose(predict(thinned, rows), predict(model, rows), atol=1e-6)
+    with pytest.raises(ValueError, match="keep_dims: expected a boolean mask of 8"):
+        thin_embedding_dims(model, torch.zeros(8, dtype=torch.bool))
