@@ -344,3 +344,58 @@ def test_score_unlabeled_gzip_rows_in_input_order(real_run, tmp_path):
     first = [r["probability"] for r in table]
     second = [r["probability"] for r in csv.DictReader(open(out2))]
     assert first == second
+
+
+def test_compress_meets_its_budget_on_validation(tmp_path):
+    data = tmp_path / "synth.tsv"
+    assert main(["-q", "synth", "--rows", "8000", "--out", str(data)]) == 0
+    model = tmp_path / "model"
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--data",
+                str(data),
+                "--out",
+                str(model),
+                "--epochs",
+                "2",
+                "--threads",
+                "2",
+            ]
+        )
+        == 0
+    )
+    small = tmp_path / "small"
+    assert (
+        main(
+            [
+                "-q",
+                "compress",
+                "--model",
+                str(model),
+                "--data",
+                str(data),
+                "--out",
+                str(small),
+                "--steps",
+                "3",
+                "--fine-tune-epochs",
+                "1",
+                "--max-auc-drop",
+                "0.002",
+                "--threads",
+                "2",
+            ]
+        )
+        == 0
+    )
+    summary = json.loads((small / "compress.json").read_text())
+    floor = summary["steps"][0]["valid_auc"] - 0.002
+    assert summary["chosen"]["valid_auc"] >= floor
+    within = [c for c in summary["candidates"] if c["within_budget"]]
+    assert summary["chosen"]["bytes"] == min(c["bytes"] for c in within)
+    # every accepted step kept the budget; a step that broke it was rolled back
+    for step in summary["steps"][1:]:
+        assert step["rolled_back"] == (step["valid_auc"] < floor)
