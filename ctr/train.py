@@ -11,7 +11,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -84,7 +83,6 @@ def fit(
     valid: EncodedBatch,
     config: TrainConfig,
     progress: bool = False,
-    checkpoint: str | Path | None = None,
     loss_terms: LossTerms | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and return it with its best validation weights.
@@ -93,8 +91,6 @@ def fit(
         train, valid: encoded rows with labels.
         config: batch size, learning rates, epochs, early stopping.
         progress: show a progress bar (for command-line use).
-        checkpoint: where to write the best weights with ``torch.save``
-            (read back with ``torch.load(..., weights_only=True)``).
         loss_terms: the training loss; given a batch's logits
             ``(batch_size,)`` and its row indices into ``train``, returns
             ``{"loss": total, **other_terms}``. Every other term is averaged
@@ -197,8 +193,6 @@ def fit(
                 best_auc, best_metrics, best_eval = metrics.auc, metrics, evaluation
                 best_state = copy.deepcopy(model.state_dict())
                 stale = 0
-                if checkpoint is not None:
-                    torch.save(best_state, checkpoint)
             else:
                 stale += 1
             if stale >= config.patience:
