@@ -561,6 +561,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    check_out_file(args.onnx, "--onnx", (args.model,))
+    from serving.onnx_export import export_onnx  # needs the [onnx] extra
+
+    artifact = load_artifact(args.model)
+    path = export_onnx(artifact.model, args.onnx)
+    print(
+        f"exported {args.model} to {path} ({path.stat().st_size:,} bytes); "
+        "ONNX Runtime outputs checked against the model's"
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from serving.http import make_server, run_server
+
+    scorer = Scorer.load(args.model)
+    server = make_server(scorer, args.host, args.port, args.max_body_bytes)
+    host, port = server.server_address[:2]
+    print(f"serving {args.model} on http://{host}:{port} (POST /score, GET /health)")
+    run_server(server)
+    return 0
+
+
 def _random_rows(encoder: Encoder, rows: int, seed: int):
     rng = np.random.default_rng(seed)
     sizes = np.array(encoder.num_embeddings)
@@ -837,6 +861,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reading(p)
     _add_threads(p)
     p.set_defaults(func=cmd_bench)
+
+    p = commands.add_parser(
+        "export",
+        help="export an artifact to ONNX",
+        description="Write the model as ONNX (probabilities out) and check ONNX "
+        "Runtime's outputs against it; needs pip install -e '.[onnx]'.",
+    )
+    p.add_argument("--model", type=Path, required=True, help="artifact folder")
+    p.add_argument("--onnx", type=Path, required=True, help="ONNX file to write")
+    p.set_defaults(func=cmd_export)
+
+    p = commands.add_parser(
+        "serve",
+        help="score rows over HTTP",
+        description='An HTTP JSON endpoint: POST /score with {"rows": [...]} '
+        'or {"lines": [...]}, GET /health. Listens on loopback by default.',
+    )
+    p.add_argument("--model", type=Path, required=True, help="artifact folder")
+    p.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=1_000_000,
+        help="largest request body accepted (default 1,000,000)",
+    )
+    _add_threads(p)
+    p.set_defaults(func=cmd_serve)
 
     p = commands.add_parser(
         "run",

@@ -16,6 +16,8 @@ COMMANDS = [
     "score",
     "bench",
     "run",
+    "export",
+    "serve",
 ]
 # a short schedule and a budget that accepts every step: these tests check the
 # mechanics; the quality of the defaults is measured by the README's commands
@@ -399,3 +401,36 @@ def test_compress_meets_its_budget_on_validation(tmp_path):
     # every accepted step kept the budget; a step that broke it was rolled back
     for step in summary["steps"][1:]:
         assert step["rolled_back"] == (step["valid_auc"] < floor)
+
+
+def test_serve_answers_on_loopback_and_stops_on_sigterm(real_run):
+    import re
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "slimctr.cli",
+            "-q",
+            "serve",
+            "--model",
+            str(real_run / "compressed"),
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        banner = process.stdout.readline()
+        port = int(re.search(r"127\.0\.0\.1:(\d+)", banner).group(1))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as r:
+            assert json.loads(r.read())["status"] == "ok"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) in (0, 130)
