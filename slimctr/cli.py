@@ -964,7 +964,7 @@ def _describe(err: Exception) -> str:
         return f"{err.filename}: {err.strerror or err}"
     if isinstance(err, MemoryError):
         return f"out of memory ({err}); use smaller settings or fewer rows"
-    if isinstance(err, OSError | ValueError | TrainingError):
+    if isinstance(err, OSError | ValueError | TrainingError | ImportError):
         return str(err)
     return f"{type(err).__name__}: {err} (run with -v for the traceback)"
 
