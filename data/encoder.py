@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from safetensors.numpy import load_file, save_file
 
 from data.batch import RawBatch
@@ -88,6 +89,7 @@ class Encoder:
         self.dense_mean = np.asarray(dense_mean, dtype=np.float64)
         self.dense_std = np.asarray(dense_std, dtype=np.float64)
         self.min_count = min_count
+        self._lookup_cache: list[tuple[pd.Index, np.ndarray]] | None = None
 
     @classmethod
     def fit(cls, batch: RawBatch, min_count: int = 1) -> "Encoder":
@@ -118,6 +120,20 @@ class Encoder:
         std[std < 1e-6] = 1.0
         return cls(vocabularies, mean, std, min_count)
 
+    def _lookups(self) -> list[tuple[pd.Index, np.ndarray]]:
+        """Per field, a hash index over its keys then the missing key, and the
+        ids its positions map to (the last entry, for position -1, is oov).
+        Built on first use."""
+        if self._lookup_cache is None:
+            self._lookup_cache = []
+            for vocabulary in self.vocabularies:
+                index = pd.Index(np.append(vocabulary, MISSING_KEY))
+                ids = np.arange(len(vocabulary) + 2, dtype=np.int64) + NUM_RESERVED
+                ids[len(vocabulary)] = MISSING_ID
+                ids[-1] = OOV_ID
+                self._lookup_cache.append((index, ids))
+        return self._lookup_cache
+
     @property
     def num_embeddings(self) -> list[int]:
         """Rows each field's embedding table needs, reserved ids included."""
@@ -125,14 +141,13 @@ class Encoder:
 
     def transform(self, batch: RawBatch) -> EncodedBatch:
         """Encode raw rows; unseen keys become ``OOV_ID``, never an error."""
-        sparse_ids = np.empty(batch.sparse.shape, dtype=np.int64)
-        for column, vocabulary in enumerate(self.vocabularies):
-            keys = batch.sparse[:, column]
-            position = np.searchsorted(vocabulary, keys)
-            position = np.minimum(position, max(len(vocabulary) - 1, 0))
-            found = vocabulary[position] == keys if len(vocabulary) else False
-            ids = np.where(found, position + NUM_RESERVED, OOV_ID)
-            sparse_ids[:, column] = np.where(keys == MISSING_KEY, MISSING_ID, ids)
+        keys = np.ascontiguousarray(batch.sparse.T)  # (num_sparse, n)
+        by_field = np.empty(keys.shape, dtype=np.int64)
+        for column, (index, table) in enumerate(self._lookups()):
+            # a hash lookup: position in the vocabulary, len(vocabulary) for the
+            # missing key, -1 for any other unseen key; table maps those to ids
+            by_field[column] = table[index.get_indexer(keys[column])]
+        sparse_ids = np.ascontiguousarray(by_field.T)
 
         missing = np.isnan(batch.dense)
         values = (signed_log(batch.dense) - self.dense_mean) / self.dense_std

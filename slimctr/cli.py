@@ -6,8 +6,10 @@ Only this module prints, draws progress bars and configures logging.
 import argparse
 import logging
 import os
+import queue
 import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import asdict
@@ -33,6 +35,7 @@ from data.split import Split
 from data.synth import proba_path_for, read_proba, write_synthetic
 from serving.artifact import artifact_bytes, load_artifact, save_artifact
 from serving.bench import benchmark
+from serving.lean import LeanScorer
 from serving.scorer import Scorer
 from slimctr import __version__, pipeline
 from slimctr.cache import load_cache, save_cache
@@ -52,6 +55,9 @@ logger = logging.getLogger("slimctr")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "baseline.toml"
 DEFAULT_SYNTH_ROWS = 200_000
 MAX_THREADS = 1024
+# rows parsed at a time when scoring: small enough for bounded memory with a
+# chunk read ahead, large enough that per-chunk overhead stays small
+SCORE_CHUNK_ROWS = 100_000
 # the file that marks each kind of folder slimctr writes
 FOLDER_MARKERS = {
     "artifact": "model.json",
@@ -476,8 +482,48 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prefetch(iterator, depth: int = 2):
+    """Yield ``iterator``'s items while a background thread reads ahead.
+
+    Parsing the next chunk overlaps encoding and scoring this one; numpy and
+    pandas release the GIL for most of both. An error in the reader is raised
+    here, in order.
+    """
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(done)
+        except BaseException as err:  # handed to the consumer, raised there
+            items.put(err)
+
+    thread = threading.Thread(target=produce, name="slimctr-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
 def _write_scores(
-    scorer: Scorer, batches, path: Path, quiet: bool
+    scorer: LeanScorer, batches, path: Path, quiet: bool
 ) -> tuple[int, np.ndarray]:
     """Write ``id,probability`` rows; returns rows written and oov counts."""
     counts = np.zeros((2, len(SPARSE_FEATURES)))  # present, oov
@@ -488,14 +534,13 @@ def _write_scores(
     ):
         handle.write("id,probability\n")
         for batch in batches:
-            encoded = scorer.encode(batch)
-            probability = scorer.predict_encoded(encoded)
-            lines = np.char.add(
-                np.char.add(batch.ids.astype(str), ","),
-                np.char.mod("%.9g", probability),
-            )
-            if len(lines):
-                handle.write("\n".join(lines.tolist()) + "\n")
+            encoded = scorer.encoder.transform(batch)
+            probability = scorer.predict_encoded(encoded.sparse_ids, encoded.dense)
+            if len(batch):
+                rows_text = map(
+                    "{},{:.9g}".format, batch.ids.tolist(), probability.tolist()
+                )
+                handle.write("\n".join(rows_text) + "\n")
             counts[0] += (encoded.sparse_ids != MISSING_ID).sum(axis=0)
             counts[1] += (encoded.sparse_ids == OOV_ID).sum(axis=0)
             rows += len(batch)
@@ -506,13 +551,21 @@ def _write_scores(
 def cmd_score(args: argparse.Namespace) -> int:
     out = Path(args.output)
     check_out_file(out, "--output", (args.input, args.model))
-    scorer = Scorer.load(args.model)
+    scorer = LeanScorer.load(args.model)
     skipped = SkipCounter()
-    batches = iter_criteo(args.input, args.format, args.on_bad_lines, skipped=skipped)
+    chunks = iter_criteo(
+        args.input,
+        args.format,
+        args.on_bad_lines,
+        chunk_rows=SCORE_CHUNK_ROWS,
+        skipped=skipped,
+    )
+    batches = _prefetch(chunks)
     out.parent.mkdir(parents=True, exist_ok=True)
     # write beside the target and rename at the end: a failed run leaves any
     # earlier output intact and no partial file behind
     tmp = out.with_name(out.name + ".partial")
+    started = time.perf_counter()
     try:
         rows, counts = _write_scores(scorer, batches, tmp, args.quiet)
     except BaseException:
@@ -520,7 +573,11 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise
     tmp.replace(out)
 
-    print(f"scored {rows:,} rows into {out}; {skipped.summary()}")
+    seconds = time.perf_counter() - started
+    print(
+        f"scored {rows:,} rows into {out} in {seconds:.2f} s "
+        f"({rows / max(seconds, 1e-9):,.0f} rows/s); {skipped.summary()}"
+    )
     rates = np.divide(
         counts[1], counts[0], out=np.zeros(len(counts[0])), where=counts[0] > 0
     )
