@@ -35,6 +35,8 @@ from data.split import Split
 from data.synth import proba_path_for, read_proba, write_synthetic
 from serving.artifact import artifact_bytes, load_artifact, save_artifact
 from serving.bench import benchmark
+from serving.engines import compare_engines, write_outputs
+from serving.engines import markdown as engines_markdown
 from serving.lean import LeanScorer
 from serving.scorer import Scorer
 from slimctr import __version__, pipeline
@@ -593,6 +595,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise FileNotFoundError(
                 f"--json: the folder {args.json.parent} does not exist"
             )
+    if args.baseline is not None:
+        return _bench_engines(args)
     scorer = Scorer.load(args.model)
     if args.data is not None:
         batch = read_criteo(args.data, args.format, args.on_bad_lines).batch
@@ -615,6 +619,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _print_json(payload)
     if args.json:
         write_json(args.json, payload)
+    return 0
+
+
+def _bench_engines(args: argparse.Namespace) -> int:
+    """The scorer against torch, TorchScript and ONNX Runtime, in one run."""
+    threads = args.threads or torch.get_num_threads()
+    command = "slimctr " + " ".join(sys.argv[1:]) if sys.argv[1:] else None
+    result = compare_engines(
+        args.model,
+        args.baseline,
+        threads=threads,
+        repeats=args.repeats,
+        command=command,
+    )
+    print(engines_markdown(result))
+    if args.json is not None:
+        paths = write_outputs(result, args.json)
+        print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
@@ -914,7 +936,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=2000,
         help="timed batch-1 calls (default 2000)",
     )
-    p.add_argument("--json", type=Path, help="also write the figures to this file")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="compare engines: the lean scorer on --model against the baseline "
+        "in torch eager and TorchScript, and ONNX Runtime on both (if installed)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=_positive_int,
+        default=5,
+        help="with --baseline: alternating rounds per engine (default 5)",
+    )
+    p.add_argument(
+        "--json",
+        type=Path,
+        help="also write the figures to this file (with --baseline: plus .md "
+        "and .png beside it)",
+    )
     _add_reading(p)
     _add_threads(p)
     p.set_defaults(func=cmd_bench)

@@ -434,3 +434,35 @@ def test_serve_answers_on_loopback_and_stops_on_sigterm(real_run):
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) in (0, 130)
+
+
+def test_bench_compares_engines_in_one_run(real_run, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert (
+        main(
+            [
+                "-q",
+                "bench",
+                "--model",
+                str(real_run / "compressed"),
+                "--baseline",
+                str(real_run / "baseline"),
+                "--repeats",
+                "1",
+                "--threads",
+                "2",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    result = json.loads(out.read_text())
+    for engine in ("scorer", "torch_eager", "torchscript"):
+        for batch in ("batch_1", "batch_64", "batch_4096"):
+            figures = result["engines"][engine][batch]
+            assert figures["p50_us"] <= figures["p95_us"] <= figures["p99_us"]
+            assert figures["rows_per_s"] > 0
+    assert {"onnxruntime_baseline", "onnxruntime_compressed"} <= set(result["engines"])
+    assert out.with_suffix(".md").exists() and out.with_suffix(".png").exists()
+    assert "| scorer |" in capsys.readouterr().out
