@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 THREADS ?= 2
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench bench-serving clean
 
 $(BIN)/slimctr: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ bench: venv
 	$(BIN)/slimctr run --data $(REAL) --out runs/bench --threads $(THREADS) --bench-repeats 7
 	$(BIN)/slimctr bench --model runs/bench/baseline --data $(REAL) --threads $(THREADS) --json runs/bench/bench_baseline.json
 	$(BIN)/slimctr bench --model runs/bench/compressed --data $(REAL) --threads $(THREADS) --json runs/bench/bench_compressed.json
+
+# Serving engines compared in one run; installs the optional [onnx] extra first.
+bench-serving: bench
+	$(BIN)/pip install --quiet -e '.[onnx]'
+	$(BIN)/slimctr bench --model runs/bench/compressed --baseline runs/bench/baseline --threads $(THREADS) --json runs/bench/engines.json
+	$(BIN)/python benchmarks/load_test.py --model runs/bench/compressed --clients 8 --requests 2000 --time-limit 500
 
 clean:
 	rm -rf runs .pytest_cache
