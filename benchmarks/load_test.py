@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
     parser.add_argument("--requests", type=int, default=2000, help="per client")
     parser.add_argument("--rows-per-request", type=int, default=1)
-    parser.add_argument("--time-limit", type=float, default=120.0, help="seconds")
+    parser.add_argument("--time-limit", type=float, default=600.0, help="seconds")
     parser.add_argument("--max-body-bytes", type=int, default=1_000_000)
     args = parser.parse_args()
     for name in ("clients", "requests", "rows_per_request"):
