@@ -1,4 +1,4 @@
-"""Latency and throughput of a model on encoded rows, with warm-up and repeats.
+"""Latency and throughput of a model's scorer on encoded rows, with warm-up.
 
 Batch-1 latency is timed call by call (p50, p99); throughput is rows per
 second at a large batch, from the median of repeated calls.
@@ -12,6 +12,7 @@ import torch
 
 from ctr.wide_deep import WideDeep
 from data.encoder import EncodedBatch
+from serving.lean import LeanScorer
 
 
 @dataclass(frozen=True)
@@ -33,36 +34,32 @@ def _tile(batch: EncodedBatch, rows: int, seed: int) -> EncodedBatch:
     return batch.take(index)
 
 
-@torch.inference_mode()
 def time_calls(
-    model: WideDeep,
+    scorer: LeanScorer,
     batch: EncodedBatch,
     batch_size: int,
     calls: int,
     warmup: int,
     seed: int = 0,
 ) -> np.ndarray:
-    """Seconds per forward pass for ``calls`` batches of ``batch_size`` rows."""
+    """Seconds per call of ``scorer`` for ``calls`` batches of ``batch_size`` rows."""
     if len(batch) == 0:
         raise ValueError("batch: benchmarking needs at least one encoded row")
-    model.eval()
     rows = _tile(batch, batch_size * min(calls, 64), seed)
-    sparse_ids = torch.from_numpy(rows.sparse_ids)
-    dense = torch.from_numpy(rows.dense)
     chunks = len(rows) // batch_size
     inputs = [
         (
-            sparse_ids[i * batch_size : (i + 1) * batch_size],
-            dense[i * batch_size : (i + 1) * batch_size],
+            rows.sparse_ids[i * batch_size : (i + 1) * batch_size],
+            rows.dense[i * batch_size : (i + 1) * batch_size],
         )
         for i in range(chunks)
     ]
     for i in range(warmup):
-        torch.sigmoid(model(*inputs[i % chunks]))
+        scorer.predict_encoded(*inputs[i % chunks])
     seconds = np.empty(calls)
     for i in range(calls):
         started = time.perf_counter()
-        torch.sigmoid(model(*inputs[i % chunks]))
+        scorer.predict_encoded(*inputs[i % chunks])
         seconds[i] = time.perf_counter() - started
     return seconds
 
@@ -74,9 +71,14 @@ def benchmark(
     throughput_calls: int = 30,
     large_batch: int = 4096,
 ) -> BenchResult:
-    """Batch-1 p50/p99 latency and ``large_batch`` rows/s on ``batch``'s rows."""
-    single = time_calls(model, batch, 1, latency_calls, warmup=200)
-    large = time_calls(model, batch, large_batch, throughput_calls, warmup=3)
+    """Batch-1 p50/p99 latency and ``large_batch`` rows/s on ``batch``'s rows.
+
+    Times the lean scorer built from ``model``, the path that ``score`` and
+    ``serve`` run; ``slimctr bench --baseline`` compares it with other engines.
+    """
+    scorer = LeanScorer.from_model(model)
+    single = time_calls(scorer, batch, 1, latency_calls, warmup=200)
+    large = time_calls(scorer, batch, large_batch, throughput_calls, warmup=3)
     return BenchResult(
         p50_us=float(np.percentile(single, 50) * 1e6),
         p99_us=float(np.percentile(single, 99) * 1e6),
