@@ -34,7 +34,13 @@ def summary_table(report: dict) -> str:
         ("test AUC", _fmt(base["test_auc"]), _fmt(comp["test_auc"])),
         ("test logloss", _fmt(base["test_logloss"]), _fmt(comp["test_logloss"])),
         ("params", f"{base['params']:,}", f"{comp['params']:,}"),
-        ("bytes on disk", f"{base['bytes']:,}", f"{comp['bytes']:,}"),
+        (
+            "bytes on disk (vocabulary included)",
+            f"{base['bytes']:,}",
+            f"{comp['bytes']:,}",
+        ),
+        ("storage", "float32", str(comp.get("storage", "float32"))),
+        ("embedding_dim", str(base["embedding_dim"]), str(comp["embedding_dim"])),
         ("hidden units", str(base["hidden_units"]), str(comp["hidden_units"])),
         (
             "vocabulary rows",
