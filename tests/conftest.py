@@ -41,3 +41,27 @@ def planted_batch(rows: int, seed: int = 0) -> RawBatch:
 @pytest.fixture
 def planted() -> RawBatch:
     return planted_batch(3000)
+
+
+def tiny_model(
+    raw: RawBatch,
+    embedding_dim: int = 4,
+    hidden_units: tuple[int, ...] = (16, 8),
+    min_count: int = 1,
+    seed: int = 0,
+):
+    """An untrained wide & deep over ``raw``'s vocabulary, with non-zero wide
+    weights so its outputs differ from row to row; returns (model, encoder)."""
+    import torch
+
+    from ctr.config import ModelConfig
+    from ctr.wide_deep import WideDeep
+    from data.encoder import Encoder
+
+    encoder = Encoder.fit(raw, min_count=min_count)
+    torch.manual_seed(seed)
+    config = ModelConfig(embedding_dim=embedding_dim, hidden_units=hidden_units)
+    model = WideDeep(config, encoder.num_embeddings, 26)
+    with torch.no_grad():
+        model.wide_sparse.weight.normal_()
+    return model, encoder

@@ -4,16 +4,12 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
-from ctr.config import ModelConfig
-from ctr.wide_deep import WideDeep
-from data.encoder import Encoder
 from data.schema import DENSE_FEATURES, SPARSE_FEATURES
 from serving.artifact import save_artifact
 from serving.http import make_server, serve
 from serving.scorer import Scorer
-from tests.conftest import planted_batch
+from tests.conftest import planted_batch, tiny_model
 
 ROWS = 20
 
@@ -21,13 +17,7 @@ ROWS = 20
 @pytest.fixture(scope="module")
 def scorer_and_raw(tmp_path_factory):
     raw = planted_batch(300)
-    encoder = Encoder.fit(raw)
-    torch.manual_seed(0)
-    model = WideDeep(
-        ModelConfig(embedding_dim=4, hidden_units=(16, 8)), encoder.num_embeddings, 26
-    )
-    with torch.no_grad():
-        model.wide_sparse.weight.normal_()  # non-trivial outputs
+    model, encoder = tiny_model(raw)
     folder = save_artifact(tmp_path_factory.mktemp("http") / "m", model, encoder)
     return Scorer.load(folder), raw.take(slice(0, ROWS))
 

@@ -1,29 +1,19 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from ctr.config import ModelConfig
 from ctr.train import predict
-from ctr.wide_deep import WideDeep
-from data.encoder import Encoder
 from data.schema import DENSE_FEATURES, SPARSE_FEATURES
 from serving.artifact import save_artifact
 from serving.bench import benchmark
 from serving.scorer import Scorer
-from tests.conftest import planted_batch
+from tests.conftest import planted_batch, tiny_model
 
 
 @pytest.fixture
 def scorer_and_model(tmp_path):
     raw = planted_batch(500)
-    encoder = Encoder.fit(raw)
-    torch.manual_seed(0)
-    model = WideDeep(
-        ModelConfig(embedding_dim=4, hidden_units=(16, 8)), encoder.num_embeddings, 26
-    )
-    with torch.no_grad():
-        model.wide_sparse.weight.normal_()  # non-trivial outputs
+    model, encoder = tiny_model(raw)
     save_artifact(tmp_path / "m", model, encoder)
     return Scorer.load(tmp_path / "m"), model, encoder, raw
 
