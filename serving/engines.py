@@ -13,7 +13,6 @@ import platform
 import resource
 import sys
 import tempfile
-import time
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -24,6 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from ctr.wide_deep import WideDeep
 from serving.artifact import artifact_bytes, load_artifact
+from serving.bench import random_rows, seconds_per_call
 from serving.lean import LeanScorer
 from serving.onnx_export import OUTPUT_NAME, export_onnx, ort_session
 
@@ -291,13 +291,8 @@ def _pool(
     high = np.minimum(compressed.num_embeddings, baseline.num_embeddings)
     rng = np.random.default_rng(seed)
     if rows is None:
-        sparse_ids = (rng.random((POOL_ROWS, len(high))) * high).astype(np.int64)
-        # like sample_inputs: standard-normal values, then 0/1 missing flags
-        num_values = compressed.num_dense - compressed.num_dense // 2
-        values = rng.standard_normal((POOL_ROWS, num_values))
-        flags = rng.random((POOL_ROWS, compressed.num_dense // 2)) < 0.2
-        dense = np.concatenate([values, flags], axis=1).astype(np.float32)
-        return (sparse_ids, dense), "random in-vocabulary ids, dense ~ N(0, 1)"
+        pool = random_rows(high, compressed.num_dense, POOL_ROWS, seed)
+        return pool, "random in-vocabulary ids, dense ~ N(0, 1)"
 
     sparse_ids, dense = _check_rows(rows, high, compressed.num_dense)
     source = f"{len(sparse_ids)} given rows"
@@ -478,37 +473,6 @@ def _time_rounds(
                 }
             )
     return rounds
-
-
-def seconds_per_call(
-    engine: Engine,
-    pool: tuple[np.ndarray, np.ndarray],
-    batch_size: int,
-    calls: int,
-    warmup: int | None = None,
-) -> np.ndarray:
-    """Wall seconds of each of ``calls`` calls on ``batch_size`` rows of ``pool``.
-
-    Cycles through the pool's consecutive slices after ``warmup`` untimed calls
-    (a tenth of ``calls``, at least 3, by default).
-    """
-    warmup = max(3, calls // 10) if warmup is None else warmup
-    chunks = min(len(pool[0]) // batch_size, 1024)
-    assert chunks >= 1, "the pool holds at least the largest batch"
-    inputs = [
-        tuple(a[i * batch_size : (i + 1) * batch_size] for a in pool)
-        for i in range(chunks)
-    ]
-    for i in range(warmup):
-        engine(*inputs[i % chunks])
-    seconds = np.empty(calls)
-    clock = time.perf_counter
-    for i in range(calls):
-        sparse_ids, dense = inputs[i % chunks]
-        started = clock()
-        engine(sparse_ids, dense)
-        seconds[i] = clock() - started
-    return seconds
 
 
 def _figures(seconds: np.ndarray, batch_size: int) -> dict[str, float]:

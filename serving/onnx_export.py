@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ctr.wide_deep import WideDeep
+from serving.bench import random_rows
 
 logger = logging.getLogger(__name__)
 
@@ -61,15 +62,7 @@ def sample_inputs(
         field's ``num_embeddings``, and ``dense`` ``(rows, num_dense)`` float32
         (13 standard-normal values, then 13 missing flags, for Criteo).
     """
-    if rows < 1:
-        raise ValueError(f"rows: expected a positive count, got {rows}")
-    rng = np.random.default_rng(seed)
-    high = np.asarray(model.num_embeddings)
-    sparse_ids = (rng.random((rows, len(high))) * high).astype(np.int64)
-    values = rng.standard_normal((rows, model.num_dense - model.num_dense // 2))
-    flags = rng.random((rows, model.num_dense // 2)) < 0.2
-    dense = np.concatenate([values, flags], axis=1).astype(np.float32)
-    return sparse_ids, dense
+    return random_rows(model.num_embeddings, model.num_dense, rows, seed)
 
 
 def ort_session(path: str | Path, threads: int = 1):

@@ -29,12 +29,12 @@ from ctr.train import TrainingError
 from ctr.wide_deep import count_params
 from data.bad_lines import ON_BAD_LINES, SkipCounter
 from data.criteo import FORMATS, iter_criteo, read_criteo
-from data.encoder import MISSING_ID, OOV_ID, EncodedBatch, Encoder
+from data.encoder import MISSING_ID, OOV_ID, EncodedBatch
 from data.schema import SPARSE_FEATURES
 from data.split import Split
 from data.synth import proba_path_for, read_proba, write_synthetic
 from serving.artifact import artifact_bytes, load_artifact, save_artifact
-from serving.bench import benchmark
+from serving.bench import benchmark, random_rows
 from serving.engines import compare_engines, write_outputs
 from serving.engines import markdown as engines_markdown
 from serving.lean import LeanScorer
@@ -603,7 +603,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         encoded = scorer.encode(batch)
         source = str(args.data)
     else:
-        encoded = _random_rows(scorer.encoder, rows=4096, seed=0)
+        sparse_ids, dense = random_rows(
+            scorer.encoder.num_embeddings, scorer.model.num_dense, rows=4096
+        )
+        encoded = EncodedBatch(sparse_ids, dense, None)
         source = "random in-vocabulary rows"
     result = benchmark(scorer.model, encoded, latency_calls=args.calls)
     payload = {
@@ -662,14 +665,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"serving {args.model} on http://{host}:{port} (POST /score, GET /health)")
     run_server(server)
     return 0
-
-
-def _random_rows(encoder: Encoder, rows: int, seed: int):
-    rng = np.random.default_rng(seed)
-    sizes = np.array(encoder.num_embeddings)
-    sparse_ids = (rng.random((rows, len(sizes))) * sizes).astype(np.int64)
-    dense = rng.standard_normal((rows, 26)).astype(np.float32)
-    return EncodedBatch(sparse_ids, dense, None)
 
 
 def _selection_figures(chosen) -> dict:

@@ -80,6 +80,20 @@ def steps_table(steps: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _save_auc_by_bytes(fig, ax, title: str, path: Path) -> Path:
+    """Label a validation-AUC-against-bytes plot and write it."""
+    ax.set_xscale("log")
+    ax.set_xlabel("artifact bytes on disk (log scale)")
+    ax.set_ylabel("validation AUC")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def candidates_table(candidates: list[dict]) -> str:
     """Every step × storage candidate; test AUC is shown, never used to choose."""
     lines = [
@@ -134,16 +148,7 @@ def plot_pareto(
         markersize=14,
         label=f"chosen: {chosen}",
     )
-    ax.set_xscale("log")
-    ax.set_xlabel("artifact bytes on disk (log scale)")
-    ax.set_ylabel("validation AUC")
-    ax.set_title("Candidates: accuracy against size")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_auc_by_bytes(fig, ax, "Candidates: accuracy against size", path)
 
 
 def _sensitivity_section(report: dict) -> list[str]:
@@ -198,16 +203,7 @@ def plot_steps(steps: list[dict], baseline_bytes: int, path: Path) -> Path:
             fontsize=8,
         )
     ax.axvline(baseline_bytes / 4, color="grey", linestyle=":", label="4x smaller")
-    ax.set_xscale("log")
-    ax.set_xlabel("artifact bytes on disk (log scale)")
-    ax.set_ylabel("validation AUC")
-    ax.set_title("Compression steps: accuracy against size")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_auc_by_bytes(fig, ax, "Compression steps: accuracy against size", path)
 
 
 def write_report(report: dict, out: Path) -> tuple[Path, Path]:
