@@ -61,6 +61,11 @@ class TrainConfig:
         patience: evaluations without a better validation AUC before stopping.
         evals_per_epoch: validation passes per epoch (more on small data).
         seed: seeds weight init, shuffling and dropout.
+        checkpoint_every: steps between checkpoints when a checkpoint file is
+            given (0: only at each evaluation).
+        block_rows: rows read together from a cache; epochs visit blocks in a
+            random order.
+        shuffle_window: blocks whose rows are shuffled together.
     """
 
     batch_size: int = 256
@@ -71,9 +76,18 @@ class TrainConfig:
     patience: int = 3
     evals_per_epoch: int = 4
     seed: int = 0
+    checkpoint_every: int = 0
+    block_rows: int = 65_536
+    shuffle_window: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "epochs", "patience", "evals_per_epoch"):
+        if not _is_count(self.checkpoint_every, low=0):
+            raise ValueError(
+                "train.checkpoint_every: expected an integer >= 0, "
+                f"got {self.checkpoint_every!r}"
+            )
+        names = ("batch_size", "epochs", "patience", "evals_per_epoch")
+        for name in (*names, "block_rows", "shuffle_window"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(

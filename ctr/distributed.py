@@ -1,0 +1,97 @@
+"""Data-parallel training on torch.distributed, started by ``torchrun``.
+
+``torchrun --nproc_per_node N`` sets ``RANK``, ``WORLD_SIZE`` and the
+rendezvous address in each process's environment; :func:`init_from_env` joins
+the group (gloo on CPU, nccl when CUDA is present). Gradients are averaged by
+``DistributedDataParallel`` (gloo reduces the embeddings' sparse gradients as
+they are). Validation predictions are gathered from every rank, so the AUC is
+computed over the whole validation split, not averaged per rank.
+"""
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def init_from_env() -> World:
+    """Join the process group ``torchrun`` describes; one process when none.
+
+    Raises:
+        ValueError: ``WORLD_SIZE`` or ``RANK`` is not a valid integer.
+    """
+    size_text = os.environ.get("WORLD_SIZE", "1")
+    rank_text = os.environ.get("RANK", "0")
+    try:
+        size, rank = int(size_text), int(rank_text)
+    except ValueError as err:
+        raise ValueError(
+            f"WORLD_SIZE={size_text!r} / RANK={rank_text!r}: expected integers, as "
+            "torchrun sets them"
+        ) from err
+    if size < 1 or not 0 <= rank < size:
+        raise ValueError(f"RANK={rank} is not in [0, WORLD_SIZE={size})")
+    if size == 1:
+        return World()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        logger.info("rank %d of %d joined the %s group", rank, size, backend)
+    return World(rank, size)
+
+
+def shutdown(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def gather_rows(values: np.ndarray, world: World) -> np.ndarray:
+    """Every rank's ``values`` (1-D, lengths may differ), concatenated in rank order."""
+    if not world.distributed:
+        return values
+    local = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64))
+    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(world.size)]
+    dist.all_gather(sizes, torch.tensor([len(local)]))
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros(longest, dtype=torch.float64)
+    padded[: len(local)] = local
+    gathered = [torch.empty(longest, dtype=torch.float64) for _ in range(world.size)]
+    dist.all_gather(gathered, padded)
+    return torch.cat(
+        [g[: int(s.item())] for g, s in zip(gathered, sizes, strict=True)]
+    ).numpy()
+
+
+def agree(flag: bool, world: World) -> bool:
+    """True on every rank when ``flag`` is true on any rank."""
+    if not world.distributed:
+        return flag
+    value = torch.tensor([1 if flag else 0])
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
