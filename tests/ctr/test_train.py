@@ -74,3 +74,46 @@ def test_same_seed_same_result():
         results.append(fit(model, train, valid, TrainConfig(epochs=1, batch_size=256)))
     assert results[0].best_valid.auc == results[1].best_valid.auc
     assert not math.isnan(results[0].best_valid.logloss)
+
+
+def test_resumed_training_ends_where_an_uninterrupted_run_ends(tmp_path, monkeypatch):
+    import ctr.train as train_module
+    from ctr.train import Checkpointing
+
+    raw = planted_batch(4000)
+    encoder = Encoder.fit(raw.take(slice(0, 3000)), min_count=1)
+    train = encoder.transform(raw.take(slice(0, 3000)))
+    valid = encoder.transform(raw.take(slice(3000, None)))
+    config = TrainConfig(batch_size=128, epochs=3, patience=10, checkpoint_every=5)
+
+    def model():
+        torch.manual_seed(0)
+        return WideDeep(ModelConfig(8, (16,)), encoder.num_embeddings, 26)
+
+    whole = fit(model(), train, valid, config)
+
+    saves = []
+    real_save = train_module.save_checkpoint
+
+    def stop_after_third(path, state):
+        real_save(path, state)
+        saves.append(state["step"])
+        if len(saves) == 3:
+            raise KeyboardInterrupt  # as if killed right after writing
+
+    path = tmp_path / "checkpoint.pt"
+    monkeypatch.setattr(train_module, "save_checkpoint", stop_after_third)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model(), train, valid, config, checkpointing=Checkpointing(path))
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    resumed = fit(
+        model(), train, valid, config, checkpointing=Checkpointing(path, resume=True)
+    )
+
+    assert saves == [5, 6, 10]  # every 5 steps and at evaluations (24 steps / 4)
+    assert resumed.best_valid.auc == pytest.approx(whole.best_valid.auc, abs=1e-12)
+    assert [h["valid_auc"] for h in resumed.history] == [
+        h["valid_auc"] for h in whole.history
+    ]
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], value), name
