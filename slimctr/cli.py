@@ -23,9 +23,11 @@ from compression.importance import NORMS
 from compression.prune import ROW_CRITERIA, SCHEDULES, PruneConfig
 from compression.sensitivity import allocate, sensitivity
 from compression.sensitivity_plot import plot_sensitivity
+from ctr.checkpoint import CHECKPOINT_FILE
 from ctr.config import Config, config_to_dict, load_config
+from ctr.distributed import World, init_from_env, shutdown
 from ctr.metrics import evaluate
-from ctr.train import TrainingError
+from ctr.train import Checkpointing, TrainingError
 from ctr.wide_deep import count_params
 from data.bad_lines import ON_BAD_LINES, SkipCounter
 from data.criteo import FORMATS, iter_criteo, read_criteo
@@ -39,7 +41,7 @@ from serving.engines import compare_engines, write_outputs
 from serving.engines import markdown as engines_markdown
 from serving.lean import LeanScorer
 from serving.scorer import Scorer
-from slimctr import __version__, pipeline
+from slimctr import __version__, launch, pipeline
 from slimctr.cache import load_cache, save_cache
 from slimctr.dataset import load_dataset
 from slimctr.jsonio import dumps, write_json
@@ -355,6 +357,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.nproc > 1 and not launch.under_torchrun():
+        return launch.relaunch(args.argv, args.nproc)
+    world = init_from_env()
+    try:
+        return _train(args, world)
+    finally:
+        shutdown(world)
+
+
+def _train(args: argparse.Namespace, world: World) -> int:
     config = _config(args)
     check_out_folder(args.out, "artifact", (args.cache, args.data))
     if args.cache is not None and args.split is not None:
@@ -375,9 +387,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         encoded = pipeline.fit_encoder(dataset, config.min_count)
         data_info = dataset.describe()
 
+    checkpoint = Path(args.out) / CHECKPOINT_FILE
+    if checkpoint.exists() and not args.resume and world.is_main:
+        logger.warning(
+            "%s exists; starting afresh (use --resume to continue)", checkpoint
+        )
+    checkpointing = Checkpointing(checkpoint, resume=args.resume)
     started = time.perf_counter()
-    result = pipeline.train_baseline(config, encoded, progress=_progress(args))
+    result = pipeline.train_baseline(
+        config,
+        encoded,
+        progress=_progress(args),
+        world=world,
+        checkpointing=checkpointing,
+    )
     elapsed = time.perf_counter() - started
+    if not world.is_main:
+        return 0
     metadata = {
         "config": config_to_dict(config),
         "data": data_info,
@@ -392,14 +418,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         "best_valid": result.best_valid.as_dict(),
         "seconds": elapsed,
         "threads": torch.get_num_threads(),
+        "processes": world.size,
+        "resumed": args.resume,
         "history": result.history,
     }
     write_json(Path(args.out) / "train.json", summary)
+    checkpoint.unlink(missing_ok=True)  # the artifact now holds the result
     print(
         f"trained in {elapsed:.1f} s ({result.epochs_run} epochs, "
-        f"{result.samples_per_s:,.0f} rows/s); best valid AUC "
-        f"{result.best_valid.auc:.4f}, logloss {result.best_valid.logloss:.4f}; "
-        f"artifact in {args.out}"
+        f"{result.samples_per_s:,.0f} rows/s over {world.size} process(es)); best "
+        f"valid AUC {result.best_valid.auc:.4f}, logloss "
+        f"{result.best_valid.logloss:.4f}; artifact in {args.out}"
     )
     return 0
 
@@ -860,6 +889,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="with --data: train,valid,test fractions (default 0.8,0.1,0.1)",
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/checkpoint.pt, left by a run that was stopped",
+    )
+    p.add_argument(
+        "--nproc",
+        type=_positive_int,
+        default=1,
+        help="training processes on this machine, started with torchrun "
+        "(default 1); each trains on its own rows",
+    )
     _add_training(p)
     _add_reading(p)
     _add_threads(p)
@@ -1027,6 +1068,7 @@ def _terminate(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.verbose:
         level = logging.DEBUG
     else:

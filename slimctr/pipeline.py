@@ -14,11 +14,11 @@ import torch
 from compression.prune import PruneConfig, PruneResult, prune_gradually
 from ctr.bootstrap import paired_auc_drop
 from ctr.config import Config
+from ctr.distributed import World
 from ctr.metrics import evaluate
-from ctr.train import TrainResult, fit
+from ctr.train import Checkpointing, TrainResult, fit
 from ctr.wide_deep import WideDeep, count_params
 from data.encoder import EncodedBatch, Encoder
-from data.schema import NUM_DENSE
 from serving.artifact import artifact_bytes, save_artifact
 from serving.bench import benchmark
 from serving.scorer import Scorer
@@ -50,15 +50,29 @@ def encode(dataset: Dataset, encoder: Encoder) -> Encoded:
 
 def fit_encoder(dataset: Dataset, min_count: int) -> Encoded:
     """Fit on the training rows only, then encode every split."""
-    return encode(dataset, Encoder.fit(dataset.train, min_count=min_count))
+    encoder = Encoder.fit(dataset.train, min_count=min_count, schema=dataset.schema)
+    return encode(dataset, encoder)
 
 
 def train_baseline(
-    config: Config, encoded: Encoded, progress: bool = False
+    config: Config,
+    encoded: Encoded,
+    progress: bool = False,
+    world: World | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> TrainResult:
     torch.manual_seed(config.train.seed)
-    model = WideDeep(config.model, encoded.encoder.num_embeddings, 2 * NUM_DENSE)
-    return fit(model, encoded.train, encoded.valid, config.train, progress=progress)
+    encoder = encoded.encoder
+    model = WideDeep(config.model, encoder.num_embeddings, encoder.dense_width)
+    return fit(
+        model,
+        encoded.train,
+        encoded.valid,
+        config.train,
+        progress=progress,
+        world=world,
+        checkpointing=checkpointing,
+    )
 
 
 def measure_bytes(
