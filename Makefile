@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 THREADS ?= 2
 
-.PHONY: venv demo test lint bench bench-serving clean
+.PHONY: venv demo test lint bench bench-serving bench-prepare clean
 
 $(BIN)/slimctr: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ bench-serving: bench
 	$(BIN)/pip install --quiet -e '.[onnx]'
 	$(BIN)/slimctr bench --model runs/bench/compressed --baseline runs/bench/baseline --threads $(THREADS) --json runs/bench/engines.json
 	$(BIN)/python benchmarks/load_test.py --model runs/bench/compressed --clients 8 --requests 2000 --time-limit 500
+
+# Not a test: slimctr prepare on 5M planted rows (made once, kept in
+# PREPARE_DIR) beside pandas' read_csv of the same file, alternating rounds,
+# medians; wall time, rows/s and peak RSS of each, as JSON too.
+PREPARE_DIR ?= /tmp/slimctr-bench-prepare
+bench-prepare: venv
+	$(BIN)/python benchmarks/prepare_bench.py --dir $(PREPARE_DIR) --workers $(THREADS) --json runs/bench-prepare/prepare_bench.json
 
 clean:
 	rm -rf runs .pytest_cache

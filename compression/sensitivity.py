@@ -152,6 +152,20 @@ def _check_levels(levels: Sequence[float]) -> tuple[float, ...]:
     return levels
 
 
+def _check_names(model: WideDeep, names: Sequence[str] | None) -> list[str]:
+    if names is None:
+        return field_names(model)
+    names = list(names)
+    if len(names) != len(model.num_embeddings) or not all(
+        isinstance(n, str) for n in names
+    ):
+        raise ValueError(
+            f"names: expected {len(model.num_embeddings)} field names, one per "
+            f"sparse field, got {names!r:.80}"
+        )
+    return names
+
+
 def _check_valid(model: WideDeep, valid: EncodedBatch) -> None:
     if not isinstance(valid, EncodedBatch):
         raise TypeError(f"valid: expected an EncodedBatch, got {type(valid).__name__}")
@@ -275,6 +289,7 @@ def sensitivity(
     valid: EncodedBatch,
     levels: Sequence[float] = LEVELS,
     norm: str = "l2",
+    names: Sequence[str] | None = None,
 ) -> list[SensitivityRow]:
     """AUC drop of each hidden layer and each field pruned alone, per level.
 
@@ -287,6 +302,8 @@ def sensitivity(
         valid: labelled rows with clicks and non-clicks, encoded for ``model``.
         levels: shares to remove, strictly increasing, each in (0, 1).
         norm: "l1" or "l2" importance.
+        names: the fields' names (``Encoder.sparse_features``); by default
+            :func:`field_names`.
 
     Returns:
         Rows for every hidden layer at every level, then every field at
@@ -298,6 +315,7 @@ def sensitivity(
     if norm not in NORMS:
         raise ValueError(f"norm: expected one of {NORMS}, got {norm!r}")
     _check_valid(model, valid)
+    names = _check_names(model, names)
 
     started = time.perf_counter()
     was_training = model.training
@@ -306,7 +324,7 @@ def sensitivity(
         baseline = _baseline(model, valid)
         base_auc = _auc(valid, baseline.logits)
         rows = _layer_rows(model, valid, baseline, base_auc, levels, norm)
-        rows += _field_rows(model, valid, baseline, base_auc, levels, norm)
+        rows += _field_rows(model, valid, baseline, base_auc, levels, norm, names)
     finally:
         model.train(was_training)
     logger.info(
@@ -355,11 +373,12 @@ def _field_rows(
     base_auc: float,
     levels: tuple[float, ...],
     norm: str,
+    names: list[str],
 ) -> list[SensitivityRow]:
     rows = []
     row_params = model.config.embedding_dim + 1  # embedding vector and wide weight
     for field, (name, scores) in enumerate(
-        zip(field_names(model), _field_scores(model, norm), strict=True)
+        zip(names, _field_scores(model, norm), strict=True)
     ):
         ids = valid.sparse_ids[:, field]
         foldable = torch.from_numpy(ids >= NUM_RESERVED)  # (B,)

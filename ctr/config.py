@@ -108,9 +108,12 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """One experiment: the encoder's ``min_count``, the model and its training."""
+    """One experiment: the encoder's ``min_count`` and ``max_vocab`` (keys kept
+    per field, the most frequent; ``None`` for no cap), the model and its
+    training."""
 
     min_count: int = 3
+    max_vocab: int | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -118,6 +121,11 @@ class Config:
         if not _is_count(self.min_count):
             raise ValueError(
                 f"encoder.min_count: expected an integer >= 1, got {self.min_count!r}"
+            )
+        if self.max_vocab is not None and not _is_count(self.max_vocab):
+            raise ValueError(
+                "encoder.max_vocab: expected an integer >= 1 (leave it out for no "
+                f"cap), got {self.max_vocab!r}"
             )
 
     def with_overrides(self, **train: Any) -> "Config":
@@ -159,12 +167,13 @@ def load_config(path: str | Path) -> Config:
             f"{path}: unknown table(s) {unknown}; accepted: encoder, model, train"
         )
     encoder = table.get("encoder", {})
-    unknown = sorted(set(encoder) - {"min_count"})
+    unknown = sorted(set(encoder) - {"min_count", "max_vocab"})
     if unknown:
         raise ValueError(f"{path}: unknown key(s) {unknown} in [encoder]")
     try:
         return Config(
             min_count=encoder.get("min_count", Config.min_count),
+            max_vocab=encoder.get("max_vocab", Config.max_vocab),
             model=_section(table, "model", ModelConfig, str(path)),
             train=_section(table, "train", TrainConfig, str(path)),
         )
@@ -178,6 +187,7 @@ def config_to_dict(config: Config) -> dict:
     """Plain JSON-ready form, as written beside a model."""
     return {
         "min_count": config.min_count,
+        "max_vocab": config.max_vocab,
         "model": {
             "embedding_dim": config.model.embedding_dim,
             "hidden_units": list(config.model.hidden_units),

@@ -5,6 +5,8 @@ All sparse fields share one embedding table addressed through per-field
 offsets, so a batch costs one gather instead of 26.
 """
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -17,7 +19,9 @@ class WideDeep(nn.Module):
     Args:
         config: embedding width, hidden units and dropout.
         num_embeddings: rows of each sparse field's table, reserved ids included.
-        num_dense: width of the dense input (transformed values and flags).
+        num_dense: width of the dense input (transformed values and flags);
+            0 for a dataset without dense features (Avazu), where the dense
+            input is an empty ``(batch_size, 0)`` tensor.
     """
 
     def __init__(
@@ -28,6 +32,10 @@ class WideDeep(nn.Module):
             raise ValueError(
                 f"num_embeddings: expected positive table sizes, got {num_embeddings}"
             )
+        if isinstance(num_dense, bool) or not isinstance(num_dense, int):
+            raise TypeError(f"num_dense: expected an int, got {num_dense!r}")
+        if num_dense < 0:
+            raise ValueError(f"num_dense: expected an int >= 0, got {num_dense}")
         self.config = config
         self.num_embeddings = list(num_embeddings)
         self.num_dense = num_dense
@@ -39,7 +47,10 @@ class WideDeep(nn.Module):
         self.wide_sparse = nn.Embedding(total, 1, sparse=True)
         nn.init.normal_(self.embedding.weight, std=0.01)
         nn.init.zeros_(self.wide_sparse.weight)
-        self.wide_dense = nn.Linear(num_dense, 1)
+        with warnings.catch_warnings():
+            # an empty dense input has no weights to initialise; torch warns
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            self.wide_dense = nn.Linear(num_dense, 1)
 
         layers: list[nn.Module] = []
         width = len(num_embeddings) * config.embedding_dim + num_dense

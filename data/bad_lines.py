@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 ON_BAD_LINES = ("error", "skip")
 
-# The fixed set of reason keys, in the order a summary lists them.
-REASONS = ("field_count", "not_integer", "bad_label", "bad_sparse_value")
+# The fixed set of reason keys, in the order a summary lists them. Criteo's
+# dense values must be integers; a schema's dense values may be any number.
+REASONS = ("field_count", "not_integer", "bad_label", "bad_sparse_value", "not_number")
 
 # How many bad lines an error message lists before it says "... and N more".
 MAX_LISTED = 100

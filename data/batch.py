@@ -4,20 +4,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data.schema import NUM_DENSE, NUM_SPARSE
-
 
 @dataclass(frozen=True)
 class RawBatch:
-    """Rows of the Criteo layout after parsing and validation.
+    """Rows of one schema after parsing and validation; the widths are the
+    schema's (13 dense and 26 sparse for Criteo, 0 and 23 for Avazu).
 
     Attributes:
         labels: ``(n,)`` float32 in {0, 1}, or ``None`` for unlabeled rows.
-        dense: ``(n, 13)`` float64; ``nan`` where the integer was missing.
-        sparse: ``(n, 26)`` int64 keys (the hex hash read as an unsigned
-            32-bit integer); ``MISSING_KEY`` (-1) where the value was empty.
-        ids: ``(n,)`` row identifiers: the input's Id column when it has one,
-            else the 1-based line number in the file.
+        dense: ``(n, num_dense)`` float64; ``nan`` where the value was missing.
+        sparse: ``(n, num_sparse)`` int64 keys (a Criteo hex hash read as an
+            unsigned 32-bit integer, or a 64-bit string hash);
+            ``MISSING_KEY`` (-1) where the value was empty.
+        ids: ``(n,)`` row identifiers: the input's id column when it has one
+            (int64 for Criteo, text for a schema's ``id_column``), else the
+            1-based line number in the file.
         lines: ``(n,)`` int64 1-based line numbers in the source file.
     """
 
@@ -29,8 +30,8 @@ class RawBatch:
 
     def __post_init__(self) -> None:
         n = len(self.dense)
-        assert self.dense.shape == (n, NUM_DENSE), self.dense.shape
-        assert self.sparse.shape == (n, NUM_SPARSE), self.sparse.shape
+        assert self.dense.ndim == 2 and len(self.dense) == n, self.dense.shape
+        assert self.sparse.ndim == 2 and len(self.sparse) == n, self.sparse.shape
         assert len(self.ids) == n and len(self.lines) == n
         assert self.labels is None or self.labels.shape == (n,)
 

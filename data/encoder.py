@@ -3,7 +3,8 @@
 Sparse features map to ids through a per-field vocabulary of the keys seen at
 least ``min_count`` times; id 0 is reserved for missing and id 1 for
 out-of-vocabulary (oov). Dense features go through a signed log transform,
-standardised with training statistics, plus a missing flag per feature.
+standardised with training statistics, plus a missing flag per feature. The
+encoder keeps the ``Schema`` of its rows, so an artifact can read raw files.
 """
 
 import json
@@ -17,13 +18,8 @@ import pandas as pd
 from safetensors.numpy import load_file, save_file
 
 from data.batch import RawBatch
-from data.schema import (
-    DENSE_FEATURES,
-    MISSING_KEY,
-    NUM_DENSE,
-    NUM_SPARSE,
-    SPARSE_FEATURES,
-)
+from data.buckets import bucket_keys
+from data.schema import CRITEO, MISSING_KEY, Schema
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +30,9 @@ ENCODER_FORMAT = "slimctr-encoder"
 ENCODER_VERSION = 1
 ENCODER_JSON = "encoder.json"
 VOCABULARY_FILE = "vocabulary.safetensors"
+# Keys below this are stored as their int32 bit pattern (every Criteo key is);
+# a field holding a larger key (a 64-bit string hash) is stored as int64.
+_KEY_32_BITS = 1 << 32
 
 
 @dataclass(frozen=True)
@@ -41,8 +40,9 @@ class EncodedBatch:
     """Model-ready arrays.
 
     Attributes:
-        sparse_ids: ``(n, 26)`` int64 ids into each field's vocabulary.
-        dense: ``(n, 26)`` float32: 13 transformed values, then 13 missing flags.
+        sparse_ids: ``(n, num_sparse)`` int64 ids into each field's vocabulary.
+        dense: ``(n, 2 * num_dense)`` float32: the transformed values, then
+            the missing flags (for Criteo 13 and 13; empty for Avazu).
         labels: ``(n,)`` float32, or ``None`` for unlabeled rows.
     """
 
@@ -67,7 +67,7 @@ def signed_log(values: np.ndarray) -> np.ndarray:
 
 
 class Encoder:
-    """Maps raw Criteo rows to model inputs; fit on training rows only."""
+    """Maps raw rows of one schema to model inputs; fit on training rows only."""
 
     def __init__(
         self,
@@ -75,38 +75,66 @@ class Encoder:
         dense_mean: np.ndarray,
         dense_std: np.ndarray,
         min_count: int,
+        schema: Schema = CRITEO,
+        dense_buckets: bool = False,
     ) -> None:
-        if len(vocabularies) != NUM_SPARSE:
+        if not isinstance(schema, Schema):
+            raise TypeError(f"schema: expected a Schema, got {type(schema)}")
+        names = field_names(schema, dense_buckets)
+        if len(vocabularies) != len(names):
             raise ValueError(
-                f"vocabularies: expected {NUM_SPARSE} arrays, got {len(vocabularies)}"
+                f"vocabularies: expected {len(names)} arrays (schema "
+                f"{schema.name}{', dense buckets' if dense_buckets else ''}), "
+                f"got {len(vocabularies)}"
             )
-        for name, keys in zip(SPARSE_FEATURES, vocabularies, strict=True):
-            if keys.ndim != 1 or (keys.size > 1 and np.any(np.diff(keys) <= 0)):
+        for name, keys in zip(names, vocabularies, strict=True):
+            # compare neighbours, not np.diff: a diff of 64-bit keys overflows
+            if keys.ndim != 1 or np.any(keys[1:] <= keys[:-1]):
                 raise ValueError(
                     f"vocabulary of {name}: keys must be 1-D, sorted, unique"
                 )
+        self.schema = schema
+        self.dense_buckets = bool(dense_buckets)
         self.vocabularies = [np.asarray(v, dtype=np.int64) for v in vocabularies]
         self.dense_mean = np.asarray(dense_mean, dtype=np.float64)
         self.dense_std = np.asarray(dense_std, dtype=np.float64)
+        expected = (schema.num_dense,)
+        if self.dense_mean.shape != expected or self.dense_std.shape != expected:
+            raise ValueError(
+                f"dense_mean, dense_std: expected {schema.num_dense} values each "
+                f"(schema {schema.name}), got {self.dense_mean.shape} and "
+                f"{self.dense_std.shape}"
+            )
         self.min_count = min_count
         self._lookup_cache: list[tuple[pd.Index, np.ndarray]] | None = None
 
     @classmethod
-    def fit(cls, batch: RawBatch, min_count: int = 1) -> "Encoder":
+    def fit(
+        cls,
+        batch: RawBatch,
+        min_count: int = 1,
+        schema: Schema = CRITEO,
+        dense_buckets: bool = False,
+    ) -> "Encoder":
         """Vocabularies and dense statistics from training rows.
 
         Args:
             batch: training rows only; never include validation or test rows.
             min_count: a key enters a vocabulary when seen at least this often.
+            schema: the schema ``batch`` was read with; its widths must match.
+            dense_buckets: also make each dense feature a categorical field of
+                log-squared buckets (see :mod:`data.buckets`).
         """
         if not isinstance(min_count, int) or min_count < 1:
             raise ValueError(f"min_count: expected an integer >= 1, got {min_count!r}")
         if len(batch) == 0:
             raise ValueError("batch: cannot fit an encoder on zero rows")
+        _check_widths(batch, schema)
 
         vocabularies = []
-        for column in range(NUM_SPARSE):
-            keys = batch.sparse[:, column]
+        all_keys = field_keys(batch, dense_buckets)
+        for column in range(all_keys.shape[1]):
+            keys = all_keys[:, column]
             keys, counts = np.unique(keys[keys != MISSING_KEY], return_counts=True)
             vocabularies.append(keys[counts >= min_count])
 
@@ -118,7 +146,7 @@ class Encoder:
             mean = np.nan_to_num(np.nanmean(logged, axis=0), nan=0.0)
             std = np.nan_to_num(np.nanstd(logged, axis=0), nan=1.0)
         std[std < 1e-6] = 1.0
-        return cls(vocabularies, mean, std, min_count)
+        return cls(vocabularies, mean, std, min_count, schema, dense_buckets)
 
     def _lookups(self) -> list[tuple[pd.Index, np.ndarray]]:
         """Per field, a hash index over its keys then the missing key, and the
@@ -139,9 +167,21 @@ class Encoder:
         """Rows each field's embedding table needs, reserved ids included."""
         return [len(v) + NUM_RESERVED for v in self.vocabularies]
 
+    @property
+    def sparse_features(self) -> tuple[str, ...]:
+        """The names of the embedded fields, in column order: the sparse
+        features, then ``<dense feature>_bucket`` fields with dense buckets."""
+        return field_names(self.schema, self.dense_buckets)
+
+    @property
+    def dense_width(self) -> int:
+        """Width of the encoded dense input: values and missing flags (may be 0)."""
+        return 2 * self.schema.num_dense
+
     def transform(self, batch: RawBatch) -> EncodedBatch:
         """Encode raw rows; unseen keys become ``OOV_ID``, never an error."""
-        keys = np.ascontiguousarray(batch.sparse.T)  # (num_sparse, n)
+        _check_widths(batch, self.schema)
+        keys = np.ascontiguousarray(field_keys(batch, self.dense_buckets).T)
         by_field = np.empty(keys.shape, dtype=np.int64)
         for column, (index, table) in enumerate(self._lookups()):
             # a hash lookup: position in the vocabulary, len(vocabulary) for the
@@ -158,7 +198,7 @@ class Encoder:
     def oov_rates(self, encoded: EncodedBatch) -> dict[str, float]:
         """Share of non-missing values per sparse field that fell out of vocabulary."""
         rates = {}
-        for column, name in enumerate(SPARSE_FEATURES):
+        for column, name in enumerate(self.sparse_features):
             ids = encoded.sparse_ids[:, column]
             present = int(np.count_nonzero(ids != MISSING_ID))
             oov = int(np.count_nonzero(ids == OOV_ID))
@@ -174,35 +214,47 @@ class Encoder:
         """
         vocabularies = []
         for name, vocabulary, mask in zip(
-            SPARSE_FEATURES, self.vocabularies, keep, strict=True
+            self.sparse_features, self.vocabularies, keep, strict=True
         ):
             if mask.shape != (len(vocabulary) + NUM_RESERVED,):
                 raise ValueError(f"keep[{name}]: shape {mask.shape} does not match")
             if not mask[:NUM_RESERVED].all():
                 raise ValueError(f"keep[{name}]: reserved ids must be kept")
             vocabularies.append(vocabulary[mask[NUM_RESERVED:]])
-        return Encoder(vocabularies, self.dense_mean, self.dense_std, self.min_count)
+        return Encoder(
+            vocabularies,
+            self.dense_mean,
+            self.dense_std,
+            self.min_count,
+            self.schema,
+            self.dense_buckets,
+        )
 
     def save(self, folder: str | Path) -> None:
-        """Write ``encoder.json`` and the vocabularies as int32 safetensors."""
+        """Write ``encoder.json`` and the vocabularies as safetensors: a field
+        whose keys fit in 32 bits (every Criteo field) as their int32 bit
+        pattern, half the bytes of int64; any other field as int64."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         settings = {
             "format": ENCODER_FORMAT,
             "format_version": ENCODER_VERSION,
             "min_count": self.min_count,
-            "dense_features": list(DENSE_FEATURES),
-            "sparse_features": list(SPARSE_FEATURES),
+            "schema": self.schema.to_dict(),
+            "dense_buckets": self.dense_buckets,
+            "dense_features": list(self.schema.dense_features),
+            "sparse_features": list(self.sparse_features),
             "dense_transform": "signed_log1p_standardised",
             "dense_mean": self.dense_mean.tolist(),
             "dense_std": self.dense_std.tolist(),
             "reserved_ids": {"missing": MISSING_ID, "oov": OOV_ID},
         }
         (folder / ENCODER_JSON).write_text(json.dumps(settings, indent=1))
-        # Keys are 32-bit hashes: stored as their int32 bit pattern, half of int64.
         tensors = {
-            name: vocabulary.astype(np.uint32).view(np.int32)
-            for name, vocabulary in zip(SPARSE_FEATURES, self.vocabularies, strict=True)
+            name: _stored_keys(vocabulary)
+            for name, vocabulary in zip(
+                self.sparse_features, self.vocabularies, strict=True
+            )
         }
         save_file(tensors, str(folder / VOCABULARY_FILE))
 
@@ -230,17 +282,73 @@ class Encoder:
             raise ValueError(
                 f"{folder / VOCABULARY_FILE}: not a readable safetensors file ({err})"
             ) from err
-        missing = [name for name in SPARSE_FEATURES if name not in tensors]
+        schema = _schema_setting(settings, settings_path)
+        dense_buckets = settings.get("dense_buckets", False)
+        if not isinstance(dense_buckets, bool):
+            raise ValueError(f"{settings_path}: dense_buckets must be true or false")
+        names = field_names(schema, dense_buckets)
+        missing = [name for name in names if name not in tensors]
         if missing:
             raise ValueError(f"{folder / VOCABULARY_FILE}: missing fields {missing}")
-        vocabularies = [
-            tensors[name].view(np.uint32).astype(np.int64) for name in SPARSE_FEATURES
-        ]
-        mean, std, min_count = _dense_settings(settings, settings_path)
-        return cls(vocabularies, mean, std, min_count)
+        vocabularies = [_loaded_keys(tensors[name]) for name in names]
+        mean, std, min_count = _dense_settings(settings, settings_path, schema)
+        return cls(vocabularies, mean, std, min_count, schema, dense_buckets)
 
 
-def _dense_settings(settings: dict, path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+def field_names(schema: Schema, dense_buckets: bool) -> tuple[str, ...]:
+    """Embedded fields: the sparse features, then one bucket field per dense
+    feature when ``dense_buckets``."""
+    buckets = tuple(f"{name}_bucket" for name in schema.dense_features)
+    return schema.sparse_fields + (buckets if dense_buckets else ())
+
+
+def field_keys(batch: RawBatch, dense_buckets: bool) -> np.ndarray:
+    """``(n, num_fields)`` int64 keys of every embedded field, in column order."""
+    if not dense_buckets:
+        return batch.sparse
+    return np.concatenate([batch.sparse, bucket_keys(batch.dense)], axis=1)
+
+
+def _check_widths(batch: RawBatch, schema: Schema) -> None:
+    """A ``ValueError`` when ``batch`` was not read with ``schema``."""
+    if batch.sparse.shape[1] != schema.num_sparse or (
+        batch.dense.shape[1] != schema.num_dense
+    ):
+        raise ValueError(
+            f"batch: has {batch.dense.shape[1]} dense and {batch.sparse.shape[1]} "
+            f"sparse columns, but the schema {schema.name} has {schema.num_dense} "
+            f"and {schema.num_sparse}; read the rows with the schema the encoder "
+            "was fitted on (--dataset or --schema)"
+        )
+
+
+def _stored_keys(vocabulary: np.ndarray) -> np.ndarray:
+    """The keys as written: int32 bit patterns when all fit in 32 bits."""
+    if vocabulary.size == 0 or (
+        vocabulary.min() >= 0 and vocabulary.max() < _KEY_32_BITS
+    ):
+        return vocabulary.astype(np.uint32).view(np.int32)
+    return vocabulary.astype(np.int64)
+
+
+def _loaded_keys(stored: np.ndarray) -> np.ndarray:
+    """int64 keys from what :func:`_stored_keys` wrote; the dtype tells which."""
+    if stored.dtype == np.int32:
+        return stored.view(np.uint32).astype(np.int64)
+    return stored.astype(np.int64)
+
+
+def _schema_setting(settings: dict, path: Path) -> Schema:
+    """The schema ``encoder.json`` names; a file without one (written before
+    schemas existed) is Criteo's."""
+    if "schema" not in settings:
+        return CRITEO
+    return Schema.from_dict(settings["schema"], f"{path}: schema")
+
+
+def _dense_settings(
+    settings: dict, path: Path, schema: Schema
+) -> tuple[np.ndarray, np.ndarray, int]:
     """``dense_mean``, ``dense_std`` and ``min_count``, checked."""
     try:
         mean = np.asarray(settings["dense_mean"], dtype=np.float64)
@@ -251,8 +359,10 @@ def _dense_settings(settings: dict, path: Path) -> tuple[np.ndarray, np.ndarray,
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path}: dense statistics are not numbers ({err})") from err
     for name, values in (("dense_mean", mean), ("dense_std", std)):
-        if values.shape != (NUM_DENSE,) or not np.isfinite(values).all():
-            raise ValueError(f"{path}: {name} must hold {NUM_DENSE} finite numbers")
+        if values.shape != (schema.num_dense,) or not np.isfinite(values).all():
+            raise ValueError(
+                f"{path}: {name} must hold {schema.num_dense} finite numbers"
+            )
     if (std <= 0).any():
         raise ValueError(f"{path}: dense_std must be positive")
     if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from data.bad_lines import BadLinesError
 from data.criteo import parse_frame
-from data.schema import DENSE_FEATURES, LABEL, SPARSE_FEATURES
+from data.schema import CRITEO, DENSE_FEATURES, LABEL, SPARSE_FEATURES
 from serving.scorer import Scorer
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,14 @@ def make_server(
     serving; see ``server.server_address`` for the port it got."""
     if not isinstance(scorer, Scorer):
         raise TypeError(f"scorer: expected a Scorer, got {type(scorer).__name__}")
+    if scorer.encoder.schema != CRITEO:
+        # TODO: parse request rows with the artifact's schema (data.tabular), so
+        # that Avazu and TOML-schema models can be served too
+        raise ValueError(
+            f"scorer: the HTTP endpoint reads Criteo rows only, and this model's "
+            f"schema is {scorer.encoder.schema.name}; score its files with "
+            "slimctr score instead"
+        )
     if not isinstance(host, str) or not host:
         raise ValueError(f"host: got {host!r}; expected an address such as 127.0.0.1")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:

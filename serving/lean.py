@@ -272,11 +272,20 @@ class LeanScorer:
         if np.count_nonzero(inside) != inside.size:
             row, field = np.argwhere(~inside)[0]
             raise ValueError(
-                f"sparse_ids: row {row}, field {field} "
-                f"({SPARSE_FEATURES[field]}): id {sparse_ids[row, field]} is outside "
+                f"sparse_ids: row {row}, field {field} ({self._field_name(field)}): "
+                f"id {sparse_ids[row, field]} is outside "
                 f"[0, {w.num_embeddings[field]}); encode rows with the artifact's "
                 "encoder"
             )
+
+    def _field_name(self, field: int) -> str:
+        """The encoder's name of a field; without an encoder, Criteo's for a
+        26-field model, else the field's number."""
+        if self.encoder is not None:
+            return self.encoder.sparse_features[field]
+        if self.weights.num_sparse == len(SPARSE_FEATURES):
+            return SPARSE_FEATURES[field]
+        return f"field #{field}"
 
     def _single(self, sparse_ids: np.ndarray, dense: np.ndarray) -> float:
         """One row's probability, through this thread's preallocated buffers.

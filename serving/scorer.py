@@ -12,9 +12,10 @@ import pandas as pd
 import torch
 
 from ctr.wide_deep import WideDeep
+from data import criteo, tabular
 from data.batch import RawBatch
-from data.criteo import parse_frame
 from data.encoder import EncodedBatch, Encoder
+from data.schema import CRITEO
 from serving.artifact import load_artifact
 
 logger = logging.getLogger(__name__)
@@ -59,5 +60,9 @@ class Scorer:
         return self.predict_encoded(self.encoder.transform(batch))
 
     def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        """Probabilities for a DataFrame with columns I1..I13 and C1..C26."""
-        return self.predict_raw(parse_frame(frame))
+        """Probabilities for a DataFrame holding the feature columns of the
+        encoder's schema (I1..I13 and C1..C26 for Criteo)."""
+        schema = self.encoder.schema
+        if schema == CRITEO:
+            return self.predict_raw(criteo.parse_frame(frame))
+        return self.predict_raw(tabular.parse_frame(frame, schema))

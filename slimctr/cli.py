@@ -30,9 +30,12 @@ from ctr.metrics import evaluate
 from ctr.train import Checkpointing, TrainingError
 from ctr.wide_deep import count_params
 from data.bad_lines import ON_BAD_LINES, SkipCounter
-from data.criteo import FORMATS, iter_criteo, read_criteo
+from data.criteo import FORMATS, iter_criteo
 from data.encoder import MISSING_ID, OOV_ID, EncodedBatch
-from data.schema import SPARSE_FEATURES
+from data.prepare import CHUNK_ROWS, PrepareConfig, Reader, prepare_cache
+from data.reader import DATASETS, iter_rows, preset, read_rows
+from data.schema import CRITEO, Schema
+from data.schema_file import load_schema
 from data.split import Split
 from data.synth import proba_path_for, read_proba, write_synthetic
 from serving.artifact import artifact_bytes, load_artifact, save_artifact
@@ -42,7 +45,7 @@ from serving.engines import markdown as engines_markdown
 from serving.lean import LeanScorer
 from serving.scorer import Scorer
 from slimctr import __version__, launch, pipeline
-from slimctr.cache import load_cache, save_cache
+from slimctr.cache import load_cache
 from slimctr.dataset import load_dataset
 from slimctr.jsonio import dumps, write_json
 from slimctr.report import (
@@ -59,6 +62,10 @@ logger = logging.getLogger("slimctr")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "baseline.toml"
 DEFAULT_SYNTH_ROWS = 200_000
 MAX_THREADS = 1024
+# rows per chunk and parser threads of prepare: two threads parse while the
+# main one writes; for chunk rows see data.prepare.CHUNK_ROWS
+PREPARE_CHUNK_ROWS = CHUNK_ROWS
+PREPARE_WORKERS = 2
 # rows parsed at a time when scoring: small enough for bounded memory with a
 # chunk read ahead, large enough that per-chunk overhead stays small
 SCORE_CHUNK_ROWS = 100_000
@@ -178,6 +185,47 @@ def _add_reading(parser: argparse.ArgumentParser) -> None:
         default="error",
         help="error: stop and list every bad line; skip: drop and count them",
     )
+
+
+def _add_schema(parser: argparse.ArgumentParser, from_model: bool = False) -> None:
+    """``--dataset`` and ``--schema``, one or neither: how input rows are laid
+    out. With ``from_model``, neither means the artifact's own schema."""
+    default = "the model's own, from its encoder.json" if from_model else "criteo"
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--dataset",
+        choices=tuple(DATASETS),
+        help=f"a preset layout of the input (default: {default})",
+    )
+    group.add_argument(
+        "--schema",
+        type=Path,
+        help="a TOML file naming the input's label, dense and sparse columns "
+        "(see configs/schema_example.toml)",
+    )
+
+
+def _schema(args: argparse.Namespace, trained: Schema | None = None) -> Schema:
+    """The schema the input is read with: ``--schema`` or ``--dataset``, else
+    the model's (``trained``), else Criteo. A schema given for a trained model
+    must name the features it was trained on."""
+    if args.schema is not None:
+        schema = load_schema(args.schema)
+    elif args.dataset is not None:
+        schema = preset(args.dataset)
+    else:
+        return trained or CRITEO
+    option = "--schema" if args.schema is not None else "--dataset"
+    if trained is not None and (schema.sparse_fields, schema.dense_features) != (
+        trained.sparse_fields,
+        trained.dense_features,
+    ):
+        raise ValueError(
+            f"{option}: the schema {schema.name} has other features than the "
+            f"schema {trained.name} the model was trained on; drop {option} to "
+            "read the input with the model's own schema"
+        )
+    return schema
 
 
 def _add_training(parser: argparse.ArgumentParser) -> None:
@@ -341,17 +389,64 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_reader(args: argparse.Namespace, schema: Schema) -> Reader:
+    """Criteo files go through the byte-level reader with parser threads."""
+
+    def batches(path: Path, skipped: SkipCounter):
+        if schema == CRITEO:
+            return iter_criteo(
+                path,
+                args.format,
+                args.on_bad_lines,
+                chunk_rows=PREPARE_CHUNK_ROWS,
+                skipped=skipped,
+                workers=args.workers,
+            )
+        return iter_rows(
+            path, schema, args.format, args.on_bad_lines, PREPARE_CHUNK_ROWS, skipped
+        )
+
+    return Reader(batches, schema)
+
+
+def _row_bars(args: argparse.Namespace):
+    """A tqdm bar of rows per pass, on stderr when it is a terminal."""
+
+    def bars(desc: str, total: int | None) -> tqdm:
+        disable = True if args.quiet else None  # None: off when not a terminal
+        return tqdm(
+            total=total, desc=desc, unit="row", unit_scale=True, disable=disable
+        )
+
+    return bars
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
-    check_out_folder(args.out, "cache", (args.data,))
-    min_count = args.min_count or load_config(args.config).min_count
-    dataset = load_dataset(args.data, args.split, args.format, args.on_bad_lines)
-    encoded = pipeline.fit_encoder(dataset, min_count)
-    save_cache(args.out, dataset, encoded)
+    check_out_folder(args.out, "cache", tuple(args.data))
+    schema = _schema(args)
+    config = load_config(args.config)
+    settings = PrepareConfig(
+        split=args.split,
+        split_seed=args.split_seed,
+        min_count=args.min_count or config.min_count,
+        max_vocab=args.max_vocab or config.max_vocab,
+        chunk_rows=PREPARE_CHUNK_ROWS,
+    )
+    started = time.perf_counter()
+    manifest = prepare_cache(
+        args.data, args.out, _prepare_reader(args, schema), settings, _row_bars(args)
+    )
+    seconds = time.perf_counter() - started
+    data = manifest["data"]
+    rows, split = data["rows"], data["split"]
+    skipped = SkipCounter(dict(manifest["skipped_lines"]))
     print(
-        f"prepared {dataset.rows:,} rows from {args.data} into {args.out} "
-        f"(min_count {min_count}, vocabulary rows "
-        f"{sum(len(v) for v in encoded.encoder.vocabularies):,}); "
-        f"{dataset.skipped.summary()}"
+        f"prepared {rows:,} rows from {len(args.data)} file(s) into {args.out} in "
+        f"{seconds:.1f} s ({rows / max(seconds, 1e-9):,.0f} rows/s); split "
+        f"{split['method']}: train {split['train']:,}, valid {split['valid']:,}, "
+        f"test {split['test']:,}; min_count {settings.min_count}, max_vocab "
+        f"{settings.max_vocab or 'none'}, vocabulary rows "
+        f"{manifest['encoder']['vocabulary_rows']:,}; {skipped.summary()}"
     )
     return 0
 
@@ -373,6 +468,11 @@ def _train(args: argparse.Namespace, world: World) -> int:
         raise ValueError(
             "--split: a cache is already split; give --split to slimctr prepare"
         )
+    if args.cache is not None and (args.dataset or args.schema):
+        raise ValueError(
+            "--dataset/--schema: a cache was read with its schema already; "
+            "use them with --data"
+        )
     if args.cache is not None:
         encoded, data_info = load_cache(args.cache)
         if encoded.encoder.min_count != config.min_count:
@@ -383,7 +483,9 @@ def _train(args: argparse.Namespace, world: World) -> int:
             )
     else:
         split = args.split or Split()
-        dataset = load_dataset(args.data, split, args.format, args.on_bad_lines)
+        dataset = load_dataset(
+            args.data, split, args.format, args.on_bad_lines, _schema(args)
+        )
         encoded = pipeline.fit_encoder(dataset, config.min_count)
         data_info = dataset.describe()
 
@@ -453,7 +555,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         .get("split", {})
         .get("fractions", (0.8, 0.1, 0.1))
     )
-    dataset = load_dataset(args.data, split, args.format, args.on_bad_lines)
+    schema = _schema(args, artifact.encoder.schema)
+    dataset = load_dataset(args.data, split, args.format, args.on_bad_lines, schema)
     encoded = pipeline.encode(dataset, artifact.encoder)
     result = pipeline.compress(
         artifact.model, encoded, _prune_config(args), config, progress=_progress(args)
@@ -491,8 +594,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     scorer = Scorer.load(args.model)
     skipped = SkipCounter()
     labels, scores = [], []
-    for batch in iter_criteo(
-        args.data, args.format, args.on_bad_lines, skipped=skipped
+    schema = _schema(args, scorer.encoder.schema)
+    for batch in iter_rows(
+        args.data, schema, args.format, args.on_bad_lines, skipped=skipped
     ):
         if batch.labels is None:
             raise ValueError(f"{args.data}: has no label column; evaluate needs labels")
@@ -557,7 +661,7 @@ def _write_scores(
     scorer: LeanScorer, batches, path: Path, quiet: bool
 ) -> tuple[int, np.ndarray]:
     """Write ``id,probability`` rows; returns rows written and oov counts."""
-    counts = np.zeros((2, len(SPARSE_FEATURES)))  # present, oov
+    counts = np.zeros((2, len(scorer.encoder.sparse_features)))  # present, oov
     rows = 0
     with (
         open(path, "w") as handle,
@@ -584,8 +688,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     check_out_file(out, "--output", (args.input, args.model))
     scorer = LeanScorer.load(args.model)
     skipped = SkipCounter()
-    chunks = iter_criteo(
+    chunks = iter_rows(
         args.input,
+        _schema(args, scorer.encoder.schema),
         args.format,
         args.on_bad_lines,
         chunk_rows=SCORE_CHUNK_ROWS,
@@ -612,7 +717,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     rates = np.divide(
         counts[1], counts[0], out=np.zeros(len(counts[0])), where=counts[0] > 0
     )
-    pairs = zip(SPARSE_FEATURES, rates, strict=True)
+    pairs = zip(scorer.encoder.sparse_features, rates, strict=True)
     print("oov rate per field: " + ", ".join(f"{n} {r:.1%}" for n, r in pairs))
     return 0
 
@@ -628,7 +733,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_engines(args)
     scorer = Scorer.load(args.model)
     if args.data is not None:
-        batch = read_criteo(args.data, args.format, args.on_bad_lines).batch
+        schema = _schema(args, scorer.encoder.schema)
+        batch = read_rows(args.data, schema, args.format, args.on_bad_lines)[0]
         encoded = scorer.encode(batch)
         source = str(args.data)
     else:
@@ -707,6 +813,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     config = _config(args)
     synthetic = args.data is None
+    if synthetic and (args.dataset or args.schema):
+        raise ValueError(
+            "--dataset/--schema: describe the file given with --data; without "
+            "--data the run writes synthetic Criteo rows"
+        )
+    schema = _schema(args)
     started = time.perf_counter()
     if synthetic:
         data_path = out / "data" / "synthetic.tsv"
@@ -727,7 +839,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         data_path = Path(args.data)
     print(f"[2/5] reading and encoding {data_path}")
-    dataset = load_dataset(data_path, args.split, args.format, args.on_bad_lines)
+    dataset = load_dataset(
+        data_path, args.split, args.format, args.on_bad_lines, schema
+    )
     encoded = pipeline.fit_encoder(dataset, config.min_count)
 
     print(
@@ -745,7 +859,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"      best valid AUC {trained.best_valid.auc:.4f}")
 
     print("      sensitivity: each layer and field pruned alone, no fine-tuning")
-    sensitivity_rows = sensitivity(trained.model, encoded.valid)
+    sensitivity_rows = sensitivity(
+        trained.model, encoded.valid, names=encoded.encoder.sparse_features
+    )
     plot_sensitivity(sensitivity_rows, out / SENSITIVITY_PLOT)
 
     print("[4/5] compressing: prune -> fine-tune, validation AUC after each step")
@@ -830,8 +946,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slimctr",
-        description="Train a wide & deep CTR model on Criteo-layout data, compress "
-        "it and measure what compression costs in AUC and buys in size and speed.",
+        description="Train a wide & deep CTR model on Criteo, Avazu or any "
+        "click log a schema TOML describes, compress it and measure what "
+        "compression costs in AUC and buys in size and speed.",
     )
     parser.add_argument("--version", action="version", version=f"slimctr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -851,26 +968,55 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "prepare",
-        help="validate, split and encode a file",
-        description="Read a labeled file, split it by position, "
-        "fit the encoder on the train split and write an encoded "
-        "cache folder.",
+        help="validate, split and encode files into a cache",
+        description="Stream labeled files (plain or .gz, read in order as one "
+        "stream) in bounded memory: parse them once, split the rows, fit the "
+        "encoder on the train split and write an encoded, sharded cache folder.",
     )
-    p.add_argument("--data", type=Path, required=True, help="labeled input file")
+    p.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help="labeled input files, read in this order",
+    )
     p.add_argument("--out", type=Path, required=True, help="cache folder to write")
     p.add_argument(
         "--split",
         type=_split,
         default=Split(),
-        help="train,valid,test fractions in file order (default 0.8,0.1,0.1)",
+        help="train,valid,test fractions (default 0.8,0.1,0.1), by position over "
+        "the rows of all files in order unless --split-seed is given",
+    )
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        metavar="SEED",
+        help="split at random instead: each row drawn into a split from this "
+        "seed, reproducibly (e.g. --split 0.7,0.2,0.1 --split-seed 2018)",
     )
     p.add_argument(
         "--min-count",
         type=_positive_int,
         help="vocabulary cut-off (default: the config's)",
     )
+    p.add_argument(
+        "--max-vocab",
+        type=_positive_int,
+        metavar="K",
+        help="keep the K most frequent keys per field, the rest oov "
+        "(default: the config's max_vocab, else no cap)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_threads,
+        default=PREPARE_WORKERS,
+        help=f"Criteo parser threads (default {PREPARE_WORKERS})",
+    )
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="TOML config")
     _add_reading(p)
+    _add_schema(p)
     p.set_defaults(func=cmd_prepare)
 
     p = commands.add_parser(
@@ -903,6 +1049,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_training(p)
     _add_reading(p)
+    _add_schema(p)
     _add_threads(p)
     p.set_defaults(func=cmd_train)
 
@@ -930,6 +1077,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pruning(p)
     _add_storage(p)
     _add_reading(p)
+    _add_schema(p, from_model=True)
     _add_threads(p)
     p.set_defaults(func=cmd_compress)
 
@@ -942,6 +1090,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="artifact folder")
     p.add_argument("--data", type=Path, required=True, help="labeled input file")
     _add_reading(p)
+    _add_schema(p, from_model=True)
     _add_threads(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -955,6 +1104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=Path, required=True, help="rows to score")
     p.add_argument("--output", type=Path, required=True, help="CSV file to write")
     _add_reading(p)
+    _add_schema(p, from_model=True)
     _add_threads(p)
     p.set_defaults(func=cmd_score)
 
@@ -991,6 +1141,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and .png beside it)",
     )
     _add_reading(p)
+    _add_schema(p, from_model=True)
     _add_threads(p)
     p.set_defaults(func=cmd_bench)
 
@@ -1046,6 +1197,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pruning(p)
     _add_storage(p)
     _add_reading(p)
+    _add_schema(p)
     _add_threads(p)
     p.add_argument(
         "--bench-repeats",

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from data.bad_lines import SkipCounter
 from data.batch import RawBatch
-from data.criteo import read_criteo
+from data.reader import read_rows
+from data.schema import CRITEO, Schema
 from data.split import Split
 
 logger = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ class Dataset:
     test: RawBatch
     split: Split
     skipped: SkipCounter
+    schema: Schema = CRITEO
 
     @property
     def rows(self) -> int:
@@ -28,6 +30,7 @@ class Dataset:
     def describe(self) -> dict:
         return {
             "path": str(self.path),
+            "dataset": self.schema.name,
             "rows": self.rows,
             "split": {
                 "method": "by position (file order)",
@@ -45,17 +48,19 @@ def load_dataset(
     split: Split | None = None,
     fmt: str = "auto",
     on_bad_lines: str = "error",
+    schema: Schema = CRITEO,
 ) -> Dataset:
-    """Read a labeled Criteo-layout file and split it in file order."""
+    """Read a labeled file of ``schema`` (Criteo by default) and split it in
+    file order."""
     split = split or Split()
-    result = read_criteo(path, fmt=fmt, on_bad_lines=on_bad_lines)
-    batch = result.batch
+    batch, skipped = read_rows(path, schema, fmt=fmt, on_bad_lines=on_bad_lines)
     if batch.labels is None:
         raise ValueError(
-            f"{path}: has no label column; training and evaluation need labeled rows"
+            f"{path}: has no label column ({schema.label!r} for the schema "
+            f"{schema.name}); training and evaluation need labeled rows"
         )
-    if result.skipped.total:
-        logger.warning("%s: %s", path, result.skipped.summary())
+    if skipped.total:
+        logger.warning("%s: %s", path, skipped.summary())
     train, valid, test = (batch.take(part) for part in split.bounds(len(batch)))
     logger.info(
         "%s: %d rows, split %d / %d / %d",
@@ -65,4 +70,4 @@ def load_dataset(
         len(valid),
         len(test),
     )
-    return Dataset(Path(path), train, valid, test, split, result.skipped)
+    return Dataset(Path(path), train, valid, test, split, skipped, schema)

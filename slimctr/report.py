@@ -219,7 +219,8 @@ def write_report(report: dict, out: Path) -> tuple[Path, Path]:
 
     data = report["data"]
     drop = report["test_auc_drop"]
-    kind = "synthetic (slimctr synth)" if data["synthetic"] else "real"
+    dataset = data.get("dataset", "criteo")  # reports before schemas: Criteo
+    kind = "synthetic (slimctr synth)" if data["synthetic"] else f"real, {dataset}"
     lines = [
         "# slimctr run report",
         "",

@@ -253,3 +253,12 @@ def test_mask_helpers_reject_a_bad_index(trained):
         field_keep(model, 26, 0.5)
     with pytest.raises(ValueError, match="sparsity: expected a share"):
         field_keep(model, 0, 1.0)
+
+
+def test_field_rows_carry_the_names_given(trained):
+    model, valid = trained
+    names = [f"field_{i}" for i in range(26)]
+    rows = sensitivity(model, valid, levels=(0.5,), names=names)
+    assert [r.name for r in rows if r.kind == "field"] == names
+    with pytest.raises(ValueError, match=r"names: expected 26 field names"):
+        sensitivity(model, valid, levels=(0.5,), names=names[:3])

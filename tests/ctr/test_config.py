@@ -32,6 +32,16 @@ def test_bad_values_are_refused(tmp_path):
         TrainConfig(learning_rate=0)
 
 
+def test_max_vocab_sits_beside_min_count(tmp_path):
+    assert load_config(BASELINE).max_vocab is None  # commented out: no cap
+    path = tmp_path / "c.toml"
+    path.write_text("[encoder]\nmin_count = 2\nmax_vocab = 1000\n")
+    assert load_config(path).max_vocab == 1000
+    path.write_text("[encoder]\nmax_vocab = 0\n")
+    with pytest.raises(ValueError, match="encoder.max_vocab: expected an integer"):
+        load_config(path)
+
+
 def test_missing_file_and_bad_toml(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         load_config(tmp_path / "absent.toml")

@@ -232,6 +232,35 @@ def test_small_chunks_give_the_same_rows(tmp_path, monkeypatch):
     assert keys.tolist() == list(range(11))
 
 
+@pytest.mark.parametrize("header", [False, True])
+def test_parser_threads_give_the_same_batches_and_faults(tmp_path, monkeypatch, header):
+    monkeypatch.setattr(criteo, "_PIECE_ROWS", 3)  # many pieces, parsed ahead
+    sep = "," if header else "\t"
+    lines = [row(str(i % 2), sparse=[f"{i:x}"] * 26, sep=sep) for i in range(40)]
+    lines[17] = row("2", sep=sep)  # a bad label
+    lines = ([HEADER.replace("Id,", "")] if header else []) + lines
+    path = write(tmp_path / "c.txt", lines)
+
+    def read(workers, on_bad_lines):
+        skipped = SkipCounter()
+        it = iter_criteo(path, "auto", on_bad_lines, 7, skipped, workers=workers)
+        return list(it), skipped.counts
+
+    one, counts = read(1, "skip")
+    for workers in (2, 3):
+        many, many_counts = read(workers, "skip")
+        assert [b.lines.tolist() for b in many] == [b.lines.tolist() for b in one]
+        for a, b in zip(one, many, strict=True):
+            np.testing.assert_array_equal(a.sparse, b.sparse)
+            np.testing.assert_array_equal(a.dense, b.dense)
+        assert many_counts == counts == {"bad_label": 1}
+        with pytest.raises(BadLinesError) as info:
+            read(workers, "error")
+        assert [b.line for b in info.value.bad_lines] == [18 + header]
+    with pytest.raises(ValueError, match="workers: got 0"):
+        iter_criteo(path, workers=0)
+
+
 def test_iter_checks_arguments_at_call_time(tmp_path):
     path = write(tmp_path / "d.txt", [row()])
     with pytest.raises(ValueError, match="on_bad_lines: got 'ignore'"):

@@ -1,8 +1,13 @@
+import json
+
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
+from data.avazu import AVAZU
 from data.batch import RawBatch
 from data.encoder import MISSING_ID, OOV_ID, Encoder, signed_log
+from data.schema import CRITEO, Schema
 from tests.conftest import planted_batch
 
 
@@ -102,3 +107,72 @@ def test_empty_batch_is_refused():
     )
     with pytest.raises(ValueError, match="zero rows"):
         Encoder.fit(empty)
+
+
+def string_keyed_batch(rows: int, seed: int = 0) -> RawBatch:
+    """Rows of a three-field schema without dense features, keyed by 64-bit
+    hashes: negative, past 32 bits, and small."""
+    rng = np.random.default_rng(seed)
+    pool = np.array([-(2**63), -5, 2**32 + 7, 2**62, 3], dtype=np.int64)
+    sparse = pool[rng.integers(0, len(pool), size=(rows, 3))]
+    sparse[:, 2] = rng.integers(0, 24, rows)  # a field of small keys
+    sparse[0, 0] = -1  # missing
+    labels = rng.integers(0, 2, rows).astype(np.float32)
+    lines = np.arange(1, rows + 1)
+    return RawBatch(labels, np.empty((rows, 0)), sparse, lines.astype(str), lines)
+
+
+THREE = Schema(name="three", label="y", sparse_features=("a", "b", "c"))
+
+
+def test_64_bit_keys_round_trip_losslessly(tmp_path):
+    raw = string_keyed_batch(300)
+    encoder = Encoder.fit(raw, schema=THREE)
+    assert -(2**63) in encoder.vocabularies[0] and 2**32 + 7 in encoder.vocabularies[1]
+    encoder.save(tmp_path)
+    stored = load_file(str(tmp_path / "vocabulary.safetensors"))
+    assert stored["a"].dtype == np.int64 and stored["c"].dtype == np.int32
+    loaded = Encoder.load(tmp_path)
+    assert loaded.schema == THREE and loaded.sparse_features == ("a", "b", "c")
+    for a, b in zip(encoder.vocabularies, loaded.vocabularies, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(
+        encoder.transform(raw).sparse_ids, loaded.transform(raw).sparse_ids
+    )
+
+
+def test_no_dense_features_give_an_empty_dense_input():
+    raw = string_keyed_batch(50)
+    encoder = Encoder.fit(raw, schema=THREE)
+    encoded = encoder.transform(raw)
+    assert encoder.dense_width == 0 and encoded.dense.shape == (50, 0)
+    assert encoded.dense.dtype == np.float32
+
+
+def test_criteo_encoder_json_records_its_schema_and_old_files_still_load(tmp_path):
+    raw = planted_batch(200)
+    Encoder.fit(raw).save(tmp_path)
+    settings = json.loads((tmp_path / "encoder.json").read_text())
+    assert settings["schema"]["name"] == "criteo"
+    assert settings["sparse_features"][:2] == ["C1", "C2"]
+    assert all(
+        v.dtype == np.int32
+        for v in load_file(str(tmp_path / "vocabulary.safetensors")).values()
+    )
+    del settings["schema"]  # as written before schemas existed
+    (tmp_path / "encoder.json").write_text(json.dumps(settings))
+    assert Encoder.load(tmp_path).schema == CRITEO
+
+
+def test_rows_of_another_schema_are_refused():
+    encoder = Encoder.fit(planted_batch(100))
+    with pytest.raises(ValueError, match=r"batch: has 0 dense and 3 sparse columns, "):
+        encoder.transform(string_keyed_batch(10))
+    with pytest.raises(ValueError, match=r"the schema avazu has 0 and 23"):
+        Encoder.fit(planted_batch(10), schema=AVAZU)
+
+
+def test_keep_rows_keeps_the_schema():
+    encoder = Encoder.fit(string_keyed_batch(100), schema=THREE)
+    keep = [np.ones(n, dtype=bool) for n in encoder.num_embeddings]
+    assert encoder.keep_rows(keep).schema == THREE

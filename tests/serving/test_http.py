@@ -238,3 +238,20 @@ def test_make_server_validates_its_arguments(scorer_and_raw):
         make_server(scorer, port=70000)
     with pytest.raises(ValueError, match="max_body_bytes: got 0"):
         make_server(scorer, max_body_bytes=0)
+
+
+def test_models_of_another_schema_are_refused(tmp_path):
+    from ctr.config import ModelConfig
+    from ctr.wide_deep import WideDeep
+    from data.encoder import Encoder
+    from data.schema import Schema
+
+    schema = Schema(name="toy", label="y", sparse_features=("a",))
+    raw = planted_batch(50)
+    toy = raw.__class__(
+        raw.labels, raw.dense[:, :0], raw.sparse[:, :1], raw.ids, raw.lines
+    )
+    encoder = Encoder.fit(toy, schema=schema)
+    model = WideDeep(ModelConfig(4, (8,)), encoder.num_embeddings, 0)
+    with pytest.raises(ValueError, match=r"reads Criteo rows only.*schema is toy"):
+        make_server(Scorer(model, encoder))

@@ -179,3 +179,20 @@ def test_predict_raw_needs_an_encoder(scorer):
 def test_rejects_an_unknown_backend(model_and_encoder):
     with pytest.raises(ValueError, match="backend: expected one of .*got 'jax'"):
         LeanScorer.from_model(model_and_encoder[0], backend="jax")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "folded"])
+@pytest.mark.parametrize("rows", [1, 300])
+def test_an_empty_dense_input_matches_the_torch_model(backend, rows):
+    torch.manual_seed(0)
+    model = WideDeep(ModelConfig(embedding_dim=4, hidden_units=(8, 4)), [6, 9, 3], 0)
+    with torch.no_grad():
+        model.wide_sparse.weight.normal_()
+        model.embedding.weight.normal_()
+    batch = random_rows(model.eval(), rows)
+    assert batch.dense.shape == (rows, 0)
+    scorer = LeanScorer.from_model(model, backend=backend)
+    got = scorer.predict_encoded(batch.sparse_ids, batch.dense)
+    np.testing.assert_allclose(got, predict(model, batch), rtol=0, atol=ATOL)
+    with pytest.raises(ValueError, match=r"field 1 \(field #1\): id 9 is outside"):
+        scorer.predict_encoded(np.array([[0, 9, 0]]), batch.dense[:1])

@@ -1,4 +1,5 @@
 import csv
+import gzip
 import json
 
 import numpy as np
@@ -279,6 +280,39 @@ def test_prepare_train_compress_on_synthetic_rows(tmp_path, capsys):
     compress = json.loads((small / "compress.json").read_text())
     assert compress["chosen_step"] == 1
     assert compress["steps"][1]["bytes"] < compress["steps"][0]["bytes"]
+
+
+def test_prepare_streams_two_files_one_gzipped_and_train_reads_the_cache(
+    tmp_path, capsys
+):
+    data = tmp_path / "synth.tsv"
+    assert main(["synth", "--rows", "3000", "--out", str(data), "--seed", "2"]) == 0
+    lines = data.read_bytes().splitlines(keepends=True)
+    first, second = tmp_path / "day_0.tsv", tmp_path / "day_1.gz"
+    first.write_bytes(b"".join(lines[:1800]))
+    second.write_bytes(gzip.compress(b"".join(lines[1800:])))
+    cache = tmp_path / "cache"
+    argv = ["prepare", "--data", str(first), str(second), "--out", str(cache)]
+    assert main([*argv, "--max-vocab", "500", "--split-seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "prepared 3,000 rows from 2 file(s)" in printed
+    assert "split random (seed 3)" in printed and "max_vocab 500" in printed
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert [s["rows"] for s in manifest["sources"]] == [1800, 1200]
+    assert not list(cache.glob(".intermediate-*"))
+
+    model = tmp_path / "model"
+    train = ["train", "--cache", str(cache), "--out", str(model), "--epochs", "1"]
+    assert main([*train, "--threads", "1"]) == 0
+    metadata = json.loads((model / "model.json").read_text())["metadata"]
+    assert metadata["data"]["paths"] == [str(first), str(second)]
+    assert metadata["data"]["split"]["method"] == "random (seed 3)"
+    summary = json.loads((model / "train.json").read_text())
+    assert 0.5 < summary["best_valid_auc"] <= 1.0
+
+    (cache / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    assert main([*train, "--threads", "1"]) == 2
+    assert "format_version 1 is not supported" in capsys.readouterr().err
 
 
 def test_run_without_data_uses_synthetic_rows_and_reports_the_oracle(tmp_path):
