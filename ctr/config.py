@@ -109,11 +109,12 @@ class TrainConfig:
 @dataclass(frozen=True)
 class Config:
     """One experiment: the encoder's ``min_count`` and ``max_vocab`` (keys kept
-    per field, the most frequent; ``None`` for no cap), the model and its
-    training."""
+    per field, the most frequent; ``None`` for no cap), whether dense features
+    also become bucket fields (``dense_buckets``), the model and its training."""
 
     min_count: int = 3
     max_vocab: int | None = None
+    dense_buckets: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -126,6 +127,11 @@ class Config:
             raise ValueError(
                 "encoder.max_vocab: expected an integer >= 1 (leave it out for no "
                 f"cap), got {self.max_vocab!r}"
+            )
+        if not isinstance(self.dense_buckets, bool):
+            raise ValueError(
+                "encoder.dense_buckets: expected true or false, "
+                f"got {self.dense_buckets!r}"
             )
 
     def with_overrides(self, **train: Any) -> "Config":
@@ -167,13 +173,14 @@ def load_config(path: str | Path) -> Config:
             f"{path}: unknown table(s) {unknown}; accepted: encoder, model, train"
         )
     encoder = table.get("encoder", {})
-    unknown = sorted(set(encoder) - {"min_count", "max_vocab"})
+    unknown = sorted(set(encoder) - {"min_count", "max_vocab", "dense_buckets"})
     if unknown:
         raise ValueError(f"{path}: unknown key(s) {unknown} in [encoder]")
     try:
         return Config(
             min_count=encoder.get("min_count", Config.min_count),
             max_vocab=encoder.get("max_vocab", Config.max_vocab),
+            dense_buckets=encoder.get("dense_buckets", Config.dense_buckets),
             model=_section(table, "model", ModelConfig, str(path)),
             train=_section(table, "train", TrainConfig, str(path)),
         )
@@ -188,6 +195,7 @@ def config_to_dict(config: Config) -> dict:
     return {
         "min_count": config.min_count,
         "max_vocab": config.max_vocab,
+        "dense_buckets": config.dense_buckets,
         "model": {
             "embedding_dim": config.model.embedding_dim,
             "hidden_units": list(config.model.hidden_units),

@@ -66,6 +66,8 @@ class PrepareConfig:
         min_count: a key enters a vocabulary when seen this often in train.
         max_vocab: at most this many keys per field, the most frequent
             (``None``: no cap).
+        dense_buckets: also give each dense feature a categorical field of
+            log-squared buckets (see :mod:`data.buckets`).
         chunk_rows: rows parsed, counted and encoded at a time; bounds memory.
         shard_rows: rows per shard file of the cache.
     """
@@ -74,6 +76,7 @@ class PrepareConfig:
     split_seed: int | None = None
     min_count: int = 1
     max_vocab: int | None = None
+    dense_buckets: bool = False
     chunk_rows: int = CHUNK_ROWS
     shard_rows: int = DEFAULT_SHARD_ROWS
 
@@ -228,7 +231,9 @@ def _fit(
     bars: Bars,
 ) -> Encoder:
     """The encoder of the training rows, streamed from ``store``."""
-    fit = EncoderFit(config.min_count, config.max_vocab, storage.schema)
+    fit = EncoderFit(
+        config.min_count, config.max_vocab, storage.schema, config.dense_buckets
+    )
     with bars("fit", assignment.rows[0]) as bar:
         for start, stop in _ranges(assignment.fit_stop, config.chunk_rows):
             batch = storage.batch(store, start, stop)
@@ -486,6 +491,7 @@ def _manifest(
         "encoder": {
             "min_count": encoder.min_count,
             "max_vocab": config.max_vocab,
+            "dense_buckets": config.dense_buckets,
             "num_sparse": len(encoder.vocabularies),
             "dense_width": 2 * len(encoder.dense_mean),
             "vocabulary_rows": int(sum(len(v) for v in encoder.vocabularies)),

@@ -36,6 +36,7 @@ from data.prepare import CHUNK_ROWS, PrepareConfig, Reader, prepare_cache
 from data.reader import DATASETS, iter_rows, preset, read_rows
 from data.schema import CRITEO, Schema
 from data.schema_file import load_schema
+from data.shards import open_cache
 from data.split import Split
 from data.synth import proba_path_for, read_proba, write_synthetic
 from serving.artifact import artifact_bytes, load_artifact, save_artifact
@@ -45,7 +46,6 @@ from serving.engines import markdown as engines_markdown
 from serving.lean import LeanScorer
 from serving.scorer import Scorer
 from slimctr import __version__, launch, pipeline
-from slimctr.cache import load_cache
 from slimctr.dataset import load_dataset
 from slimctr.jsonio import dumps, write_json
 from slimctr.report import (
@@ -430,6 +430,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         split_seed=args.split_seed,
         min_count=args.min_count or config.min_count,
         max_vocab=args.max_vocab or config.max_vocab,
+        dense_buckets=config.dense_buckets,
         chunk_rows=PREPARE_CHUNK_ROWS,
     )
     started = time.perf_counter()
@@ -461,6 +462,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         shutdown(world)
 
 
+def _training_cache(folder: Path, config: Config) -> tuple[pipeline.Encoded, dict]:
+    """The cache's splits: read whole when one shuffle window holds them, else
+    memory-mapped and read a window at a time."""
+    cache = open_cache(folder)
+    encoder = cache.encoder
+    for name, used in (
+        ("min_count", encoder.min_count),
+        ("dense_buckets", encoder.dense_buckets),
+    ):
+        if used != getattr(config, name):
+            logger.warning(
+                "the cache was encoded with %s %s; the config's %s is ignored",
+                name,
+                used,
+                getattr(config, name),
+            )
+    window = config.train.block_rows * config.train.shuffle_window
+    splits = [
+        split.read_all() if len(split) <= window else split
+        for split in (cache.train, cache.valid, cache.test)
+    ]
+    return pipeline.Encoded(encoder, *splits), cache.manifest["data"]
+
+
 def _train(args: argparse.Namespace, world: World) -> int:
     config = _config(args)
     check_out_folder(args.out, "artifact", (args.cache, args.data))
@@ -474,19 +499,13 @@ def _train(args: argparse.Namespace, world: World) -> int:
             "use them with --data"
         )
     if args.cache is not None:
-        encoded, data_info = load_cache(args.cache)
-        if encoded.encoder.min_count != config.min_count:
-            logger.warning(
-                "the cache was encoded with min_count %d; the config's %d is ignored",
-                encoded.encoder.min_count,
-                config.min_count,
-            )
+        encoded, data_info = _training_cache(args.cache, config)
     else:
         split = args.split or Split()
         dataset = load_dataset(
             args.data, split, args.format, args.on_bad_lines, _schema(args)
         )
-        encoded = pipeline.fit_encoder(dataset, config.min_count)
+        encoded = pipeline.fit_encoder(dataset, config.min_count, config.dense_buckets)
         data_info = dataset.describe()
 
     checkpoint = Path(args.out) / CHECKPOINT_FILE
@@ -842,7 +861,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     dataset = load_dataset(
         data_path, args.split, args.format, args.on_bad_lines, schema
     )
-    encoded = pipeline.fit_encoder(dataset, config.min_count)
+    encoded = pipeline.fit_encoder(dataset, config.min_count, config.dense_buckets)
 
     print(
         f"[3/5] training the baseline ({config.model.hidden_units}, "

@@ -48,9 +48,16 @@ def encode(dataset: Dataset, encoder: Encoder) -> Encoded:
     )
 
 
-def fit_encoder(dataset: Dataset, min_count: int) -> Encoded:
+def fit_encoder(
+    dataset: Dataset, min_count: int, dense_buckets: bool = False
+) -> Encoded:
     """Fit on the training rows only, then encode every split."""
-    encoder = Encoder.fit(dataset.train, min_count=min_count, schema=dataset.schema)
+    encoder = Encoder.fit(
+        dataset.train,
+        min_count=min_count,
+        schema=dataset.schema,
+        dense_buckets=dense_buckets,
+    )
     return encode(dataset, encoder)
 
 
