@@ -129,6 +129,9 @@ def _deepctr(cache: Path, rows: int, threads: int) -> dict | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2_000_000, help="planted rows")
+    parser.add_argument(
+        "--data", type=Path, help="an existing labeled file instead of a new one"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "train_bench")
     parser.add_argument(
@@ -140,7 +143,7 @@ def main() -> None:
     args = parser.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
-    data = args.out / f"planted_{args.rows}.tsv"
+    data = args.data or args.out / f"planted_{args.rows}.tsv"
     if not data.exists():
         _slimctr("synth", "--rows", str(args.rows), "--out", str(data))
     ours = _ours(data, args.out, args.threads)

@@ -3,9 +3,8 @@
 import torch
 from torch import nn
 
+from compression.prune_config import NORMS
 from ctr.wide_deep import WideDeep
-
-NORMS = ("l1", "l2")
 
 
 def _check_norm(norm: str) -> None:

@@ -20,6 +20,7 @@ from compression.importance import (
     embedding_row_importance,
     neuron_importance,
 )
+from compression.prune_config import PruneConfig
 from compression.schedule import agp_schedule
 from compression.selection import keep_by_sparsity, keep_by_threshold
 from compression.thinning import (
@@ -36,83 +37,6 @@ from ctr.wide_deep import WideDeep, count_params
 from data.encoder import NUM_RESERVED, EncodedBatch, Encoder
 
 logger = logging.getLogger(__name__)
-
-SCHEDULES = ("agp", "one-shot")
-ROW_CRITERIA = ("norm", "frequency", "impact")
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    """Targets of gradual structured pruning.
-
-    Attributes:
-        neuron_sparsity: final share of each hidden layer's neurons removed.
-        row_sparsity: final share of vocabulary rows folded into oov.
-        dim_sparsity: final share of embedding dimensions removed (the same
-            dimensions in every field, with the MLP inputs that read them).
-        steps: prune → fine-tune rounds (ignored by the one-shot schedule).
-        schedule: "agp" (cubic ramp) or "one-shot".
-        norm: "l1" or "l2" importance.
-        row_criterion: how vocabulary rows are ranked: "norm" by the norm of
-            their weights, "frequency" by how often training rows look them
-            up, "impact" by the product of the two (a row's total weight in
-            the training logits), which never folds a frequent value.
-        neuron_threshold: λ mode: when set, neurons whose importance is at
-            most this are removed in one step, instead of a target sparsity.
-        row_threshold: λ mode for vocabulary rows, likewise.
-        fine_tune_epochs: training epochs after each pruning step.
-        fine_tune_lr_scale: fine-tuning learning rates as a share of training's;
-            a smaller step keeps the pruned model near its trained weights.
-        max_auc_drop: largest validation AUC loss accepted against the start;
-            the default is about the spread of a paired AUC difference on
-            1,250 validation rows, the size of the real sample's split.
-    """
-
-    neuron_sparsity: float = 0.875
-    row_sparsity: float = 0.75
-    dim_sparsity: float = 0.5
-    steps: int = 4
-    schedule: str = "agp"
-    norm: str = "l2"
-    row_criterion: str = "impact"
-    neuron_threshold: float | None = None
-    row_threshold: float | None = None
-    fine_tune_epochs: int = 2
-    fine_tune_lr_scale: float = 0.3
-    max_auc_drop: float = 0.005
-
-    def __post_init__(self) -> None:
-        for name in ("neuron_sparsity", "row_sparsity", "dim_sparsity"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name}: expected a share in [0, 1), got {value}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(
-                f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}"
-            )
-        if self.row_criterion not in ROW_CRITERIA:
-            raise ValueError(
-                f"row_criterion: expected one of {ROW_CRITERIA}, "
-                f"got {self.row_criterion!r}"
-            )
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps: expected an integer >= 1, got {self.steps!r}")
-        if not isinstance(self.fine_tune_epochs, int) or self.fine_tune_epochs < 1:
-            raise ValueError(
-                f"fine_tune_epochs: expected an integer >= 1, "
-                f"got {self.fine_tune_epochs}"
-            )
-        for name in ("neuron_threshold", "row_threshold"):
-            value = getattr(self, name)
-            if value is not None and not value >= 0:
-                raise ValueError(f"{name}: expected a threshold >= 0, got {value}")
-        if not 0 < self.fine_tune_lr_scale <= 1:
-            raise ValueError(
-                "fine_tune_lr_scale: expected a share in (0, 1], "
-                f"got {self.fine_tune_lr_scale}"
-            )
-        if not self.max_auc_drop >= 0:
-            raise ValueError(f"max_auc_drop: expected >= 0, got {self.max_auc_drop}")
 
 
 @dataclass(frozen=True)

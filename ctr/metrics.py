@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from torchmetrics.functional.classification import binary_auroc
 
 EPS = 1e-7
 
@@ -70,6 +69,10 @@ def auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
             stacklevel=2,
         )
         return math.nan
+    # imported here: torchmetrics loads scipy.signal and matplotlib, close to a
+    # second that commands which never compute an AUC should not pay
+    from torchmetrics.functional.classification import binary_auroc
+
     return float(
         binary_auroc(torch.from_numpy(y_score), torch.from_numpy(y_true).long())
     )

@@ -7,8 +7,6 @@ per-channel int8 codes with a scale; anything may be stored as fp16. Loading
 always gives back fp32 tensors of the model's shapes.
 """
 
-from dataclasses import asdict, dataclass
-
 import torch
 
 from compression.quantize import (
@@ -17,46 +15,10 @@ from compression.quantize import (
     quantize_channels,
     quantize_rows,
 )
+from serving.storage_type import Storage
 
-KINDS = ("float32", "float16", "int8")
 TABLES = ("embedding.weight", "wide_sparse.weight")
 CODES, SCALE, BIAS = ".codes", ".scale", ".bias_q"
-
-
-@dataclass(frozen=True)
-class Storage:
-    """Storage types: ``embedding`` for the tables, ``linear`` for MLP weights.
-
-    Attributes:
-        embedding: "float32", "float16" or "int8" (row-wise).
-        linear: "float32", "float16" or "int8" (per output channel).
-        scale_dtype: "float32" or "float16", for int8 scales and biases.
-    """
-
-    embedding: str = "float32"
-    linear: str = "float32"
-    scale_dtype: str = "float32"
-
-    def __post_init__(self) -> None:
-        for name in ("embedding", "linear"):
-            if getattr(self, name) not in KINDS:
-                raise ValueError(
-                    f"storage.{name}: expected one of {KINDS}, "
-                    f"got {getattr(self, name)!r}"
-                )
-        if self.scale_dtype not in ("float32", "float16"):
-            raise ValueError(
-                "storage.scale_dtype: expected float32 or float16, "
-                f"got {self.scale_dtype!r}"
-            )
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @property
-    def lossless(self) -> bool:
-        return self.embedding == "float32" and self.linear == "float32"
-
 
 # below this width a row's scale and bias cost more than int8 saves over fp16
 MIN_INT8_ROW_WIDTH = 8

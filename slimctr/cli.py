@@ -1,61 +1,33 @@
 """The ``slimctr`` command line: one subcommand per stage, and ``run`` for all.
 
-Only this module prints, draws progress bars and configures logging.
+Only this module and :mod:`slimctr.commands` print, draw progress bars and
+configure logging. The parser and the light commands (synth, prepare) live
+here and load no torch; the rest run from :mod:`slimctr.commands`, imported
+when one of them is chosen.
 """
 
 import argparse
 import logging
-import os
-import queue
 import signal
 import sys
-import threading
 import time
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
-from compression.importance import NORMS
-from compression.prune import ROW_CRITERIA, SCHEDULES, PruneConfig
-from compression.sensitivity import allocate, sensitivity
-from compression.sensitivity_plot import plot_sensitivity
-from ctr.checkpoint import CHECKPOINT_FILE
-from ctr.config import Config, config_to_dict, load_config
-from ctr.distributed import World, init_from_env, shutdown
-from ctr.metrics import evaluate
-from ctr.train import Checkpointing, TrainingError
-from ctr.wide_deep import count_params
+from compression.prune_config import NORMS, ROW_CRITERIA, SCHEDULES, PruneConfig
+from ctr.config import load_config
 from data.bad_lines import ON_BAD_LINES, SkipCounter
 from data.criteo import FORMATS, iter_criteo
-from data.encoder import MISSING_ID, OOV_ID, EncodedBatch
 from data.prepare import CHUNK_ROWS, PrepareConfig, Reader, prepare_cache
-from data.reader import DATASETS, iter_rows, preset, read_rows
+from data.reader import DATASETS, iter_rows
 from data.schema import CRITEO, Schema
-from data.schema_file import load_schema
-from data.shards import open_cache
 from data.split import Split
-from data.synth import proba_path_for, read_proba, write_synthetic
-from serving.artifact import artifact_bytes, load_artifact, save_artifact
-from serving.bench import benchmark, random_rows
-from serving.engines import compare_engines, write_outputs
-from serving.engines import markdown as engines_markdown
-from serving.lean import LeanScorer
-from serving.scorer import Scorer
-from slimctr import __version__, launch, pipeline
-from slimctr.dataset import load_dataset
-from slimctr.jsonio import dumps, write_json
-from slimctr.report import (
-    SENSITIVITY_PLOT,
-    candidates_table,
-    steps_table,
-    summary_table,
-    write_report,
-)
-from slimctr.search import OBJECTIVES, STORAGES
+from data.synth import proba_path_for, write_synthetic
+from slimctr import __version__
+from slimctr.options import check_out_folder, input_schema
+from slimctr.search_space import OBJECTIVES, STORAGES
 
 logger = logging.getLogger("slimctr")
 
@@ -66,15 +38,6 @@ MAX_THREADS = 1024
 # main one writes; for chunk rows see data.prepare.CHUNK_ROWS
 PREPARE_CHUNK_ROWS = CHUNK_ROWS
 PREPARE_WORKERS = 2
-# rows parsed at a time when scoring: small enough for bounded memory with a
-# chunk read ahead, large enough that per-chunk overhead stays small
-SCORE_CHUNK_ROWS = 100_000
-# the file that marks each kind of folder slimctr writes
-FOLDER_MARKERS = {
-    "artifact": "model.json",
-    "cache": "manifest.json",
-    "run": "report.json",
-}
 
 
 # ---------------------------------------------------------------- arguments
@@ -98,42 +61,6 @@ def _threads(text: str) -> int:
 
 def _calls(text: str) -> int:
     return _positive_int(text, high=1_000_000)
-
-
-def check_out_folder(out: Path, kind: str, inputs: tuple[Path | None, ...]) -> None:
-    """Refuse an ``--out`` that is a file, an input, or a folder of another kind."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out: {out} exists and is not a folder")
-    for source in inputs:
-        if source is not None and source.exists() and _same(out, source):
-            raise ValueError(f"--out: {out} is also an input; choose another folder")
-    for other, marker in FOLDER_MARKERS.items():
-        if other != kind and (out / marker).exists():
-            raise ValueError(
-                f"--out: {out} holds a slimctr {other} ({marker}); choose an empty "
-                f"folder or an existing {kind} folder to overwrite"
-            )
-
-
-def check_out_file(out: Path, option: str, inputs: tuple[Path | None, ...]) -> None:
-    """Refuse an output file that is not a regular file, an input, or inside one."""
-    if out.exists() and not out.is_file():
-        raise ValueError(f"{option}: {out} exists and is not a regular file")
-    for source in inputs:
-        if source is None or not source.exists():
-            continue
-        if _same(out, source) or (source.is_dir() and _same(out.parent, source)):
-            raise ValueError(
-                f"{option}: {out} would overwrite the input {source}; "
-                "choose another path"
-            )
-
-
-def _same(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and os.path.samefile(a, b)
-    except OSError:
-        return a.resolve() == b.resolve()
 
 
 def _share(text: str) -> float:
@@ -203,29 +130,6 @@ def _add_schema(parser: argparse.ArgumentParser, from_model: bool = False) -> No
         help="a TOML file naming the input's label, dense and sparse columns "
         "(see configs/schema_example.toml)",
     )
-
-
-def _schema(args: argparse.Namespace, trained: Schema | None = None) -> Schema:
-    """The schema the input is read with: ``--schema`` or ``--dataset``, else
-    the model's (``trained``), else Criteo. A schema given for a trained model
-    must name the features it was trained on."""
-    if args.schema is not None:
-        schema = load_schema(args.schema)
-    elif args.dataset is not None:
-        schema = preset(args.dataset)
-    else:
-        return trained or CRITEO
-    option = "--schema" if args.schema is not None else "--dataset"
-    if trained is not None and (schema.sparse_fields, schema.dense_features) != (
-        trained.sparse_fields,
-        trained.dense_features,
-    ):
-        raise ValueError(
-            f"{option}: the schema {schema.name} has other features than the "
-            f"schema {trained.name} the model was trained on; drop {option} to "
-            "read the input with the model's own schema"
-        )
-    return schema
 
 
 def _add_training(parser: argparse.ArgumentParser) -> None:
@@ -331,34 +235,6 @@ def _add_storage(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _prune_config(args: argparse.Namespace) -> PruneConfig:
-    return PruneConfig(
-        neuron_sparsity=args.neuron_sparsity,
-        row_sparsity=args.row_sparsity,
-        dim_sparsity=args.dim_sparsity,
-        steps=args.steps,
-        schedule=args.schedule,
-        norm=args.norm,
-        row_criterion=args.row_criterion,
-        neuron_threshold=args.neuron_threshold,
-        row_threshold=args.row_threshold,
-        fine_tune_epochs=args.fine_tune_epochs,
-        max_auc_drop=args.max_auc_drop,
-    )
-
-
-def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config).with_overrides(epochs=args.epochs, seed=args.seed)
-
-
-def _print_json(payload: dict) -> None:
-    print(dumps(payload))
-
-
-def _progress(args: argparse.Namespace) -> bool:
-    return not args.quiet
-
-
 # ---------------------------------------------------------------- commands
 
 
@@ -423,7 +299,7 @@ def _row_bars(args: argparse.Namespace):
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     check_out_folder(args.out, "cache", tuple(args.data))
-    schema = _schema(args)
+    schema = input_schema(args)
     config = load_config(args.config)
     settings = PrepareConfig(
         split=args.split,
@@ -452,511 +328,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    if args.nproc > 1 and not launch.under_torchrun():
-        return launch.relaunch(args.argv, args.nproc)
-    world = init_from_env()
-    try:
-        return _train(args, world)
-    finally:
-        shutdown(world)
+def _deferred(name: str):
+    """The command ``name`` of :mod:`slimctr.commands`, imported when it runs."""
 
+    def run(args: argparse.Namespace) -> int:
+        from slimctr import commands
 
-def _training_cache(folder: Path, config: Config) -> tuple[pipeline.Encoded, dict]:
-    """The cache's splits: read whole when one shuffle window holds them, else
-    memory-mapped and read a window at a time."""
-    cache = open_cache(folder)
-    encoder = cache.encoder
-    for name, used in (
-        ("min_count", encoder.min_count),
-        ("dense_buckets", encoder.dense_buckets),
-    ):
-        if used != getattr(config, name):
-            logger.warning(
-                "the cache was encoded with %s %s; the config's %s is ignored",
-                name,
-                used,
-                getattr(config, name),
-            )
-    window = config.train.block_rows * config.train.shuffle_window
-    splits = [
-        split.read_all() if len(split) <= window else split
-        for split in (cache.train, cache.valid, cache.test)
-    ]
-    return pipeline.Encoded(encoder, *splits), cache.manifest["data"]
+        return getattr(commands, name)(args)
 
-
-def _train(args: argparse.Namespace, world: World) -> int:
-    config = _config(args)
-    check_out_folder(args.out, "artifact", (args.cache, args.data))
-    if args.cache is not None and args.split is not None:
-        raise ValueError(
-            "--split: a cache is already split; give --split to slimctr prepare"
-        )
-    if args.cache is not None and (args.dataset or args.schema):
-        raise ValueError(
-            "--dataset/--schema: a cache was read with its schema already; "
-            "use them with --data"
-        )
-    if args.cache is not None:
-        encoded, data_info = _training_cache(args.cache, config)
-    else:
-        split = args.split or Split()
-        dataset = load_dataset(
-            args.data, split, args.format, args.on_bad_lines, _schema(args)
-        )
-        encoded = pipeline.fit_encoder(dataset, config.min_count, config.dense_buckets)
-        data_info = dataset.describe()
-
-    checkpoint = Path(args.out) / CHECKPOINT_FILE
-    if checkpoint.exists() and not args.resume and world.is_main:
-        logger.warning(
-            "%s exists; starting afresh (use --resume to continue)", checkpoint
-        )
-    checkpointing = Checkpointing(checkpoint, resume=args.resume)
-    started = time.perf_counter()
-    result = pipeline.train_baseline(
-        config,
-        encoded,
-        progress=_progress(args),
-        world=world,
-        checkpointing=checkpointing,
-    )
-    elapsed = time.perf_counter() - started
-    if not world.is_main:
-        return 0
-    metadata = {
-        "config": config_to_dict(config),
-        "data": data_info,
-        "best_valid": result.best_valid.as_dict(),
-    }
-    save_artifact(args.out, result.model, encoded.encoder, metadata)
-    summary = {
-        "samples_per_s": result.samples_per_s,
-        "epochs": result.epochs_run,
-        "batch_size": config.train.batch_size,
-        "best_valid_auc": result.best_valid.auc,
-        "best_valid": result.best_valid.as_dict(),
-        "seconds": elapsed,
-        "threads": torch.get_num_threads(),
-        "processes": world.size,
-        "resumed": args.resume,
-        "history": result.history,
-    }
-    write_json(Path(args.out) / "train.json", summary)
-    checkpoint.unlink(missing_ok=True)  # the artifact now holds the result
-    print(
-        f"trained in {elapsed:.1f} s ({result.epochs_run} epochs, "
-        f"{result.samples_per_s:,.0f} rows/s over {world.size} process(es)); best "
-        f"valid AUC {result.best_valid.auc:.4f}, logloss "
-        f"{result.best_valid.logloss:.4f}; artifact in {args.out}"
-    )
-    return 0
-
-
-def cmd_compress(args: argparse.Namespace) -> int:
-    check_out_folder(args.out, "artifact", (args.model, args.data))
-    artifact = load_artifact(args.model)
-    trained_on = artifact.metadata.get("data", {}).get("path")
-    if trained_on and not _same(Path(trained_on), args.data):
-        logger.warning(
-            "--data %s is not the file this model was trained on (%s): the splits "
-            "differ, so validation rows may have been training rows",
-            args.data,
-            trained_on,
-        )
-    config = Config(
-        min_count=artifact.encoder.min_count,
-        train=load_config(args.config).train,
-    ).with_overrides(seed=args.seed)
-    split = args.split or Split(
-        *artifact.metadata.get("data", {})
-        .get("split", {})
-        .get("fractions", (0.8, 0.1, 0.1))
-    )
-    schema = _schema(args, artifact.encoder.schema)
-    dataset = load_dataset(args.data, split, args.format, args.on_bad_lines, schema)
-    encoded = pipeline.encode(dataset, artifact.encoder)
-    result = pipeline.compress(
-        artifact.model, encoded, _prune_config(args), config, progress=_progress(args)
-    )
-    steps = [s.as_dict() for s in result.steps]
-    chosen, candidates = pipeline.search(
-        result, dataset, args.max_auc_drop, args.storage, args.objective
-    )
-    summary = {
-        "config": vars(_prune_config(args)),
-        "objective": args.objective,
-        "max_auc_drop": args.max_auc_drop,
-        "steps": steps,
-        "chosen_step": result.chosen_step,
-        "candidates": [c.figures for c in candidates],
-        "chosen": chosen.figures,
-    }
-    metadata = {
-        **artifact.metadata,
-        "compression": {"chosen": chosen.name, "objective": args.objective},
-    }
-    model, encoder = pipeline.snapshot(result, chosen)
-    save_artifact(args.out, model, encoder, metadata, chosen.storage_type)
-    write_json(Path(args.out) / "compress.json", summary)
-    print(steps_table(steps))
-    print(candidates_table(summary["candidates"]))
-    print(
-        f"chose {chosen.name} ({args.objective}); artifact in "
-        f"{args.out} ({artifact_bytes(args.out)['total']:,} bytes)"
-    )
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    scorer = Scorer.load(args.model)
-    skipped = SkipCounter()
-    labels, scores = [], []
-    schema = _schema(args, scorer.encoder.schema)
-    for batch in iter_rows(
-        args.data, schema, args.format, args.on_bad_lines, skipped=skipped
-    ):
-        if batch.labels is None:
-            raise ValueError(f"{args.data}: has no label column; evaluate needs labels")
-        labels.append(batch.labels)
-        scores.append(scorer.predict_raw(batch))
-    if not labels:
-        raise ValueError(f"{args.data}: no rows to evaluate")
-    metrics = evaluate(np.concatenate(labels), np.concatenate(scores))
-    payload = {
-        "model": str(args.model),
-        "data": str(args.data),
-        **metrics.as_dict(),
-        "skipped_lines": dict(skipped.counts),
-    }
-    _print_json(payload)
-    if skipped.total:
-        print(skipped.summary(), file=sys.stderr)
-    return 0
-
-
-def _prefetch(iterator, depth: int = 2):
-    """Yield ``iterator``'s items while a background thread reads ahead.
-
-    Parsing the next chunk overlaps encoding and scoring this one; numpy and
-    pandas release the GIL for most of both. An error in the reader is raised
-    here, in order.
-    """
-    items: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in iterator:
-                while not stop.is_set():
-                    try:
-                        items.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            items.put(done)
-        except BaseException as err:  # handed to the consumer, raised there
-            items.put(err)
-
-    thread = threading.Thread(target=produce, name="slimctr-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = items.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-
-
-def _write_scores(
-    scorer: LeanScorer, batches, path: Path, quiet: bool
-) -> tuple[int, np.ndarray]:
-    """Write ``id,probability`` rows; returns rows written and oov counts."""
-    counts = np.zeros((2, len(scorer.encoder.sparse_features)))  # present, oov
-    rows = 0
-    with (
-        open(path, "w") as handle,
-        tqdm(unit="row", unit_scale=True, desc="score", disable=quiet) as bar,
-    ):
-        handle.write("id,probability\n")
-        for batch in batches:
-            encoded = scorer.encoder.transform(batch)
-            probability = scorer.predict_encoded(encoded.sparse_ids, encoded.dense)
-            if len(batch):
-                rows_text = map(
-                    "{},{:.9g}".format, batch.ids.tolist(), probability.tolist()
-                )
-                handle.write("\n".join(rows_text) + "\n")
-            counts[0] += (encoded.sparse_ids != MISSING_ID).sum(axis=0)
-            counts[1] += (encoded.sparse_ids == OOV_ID).sum(axis=0)
-            rows += len(batch)
-            bar.update(len(batch))
-    return rows, counts
-
-
-def cmd_score(args: argparse.Namespace) -> int:
-    out = Path(args.output)
-    check_out_file(out, "--output", (args.input, args.model))
-    scorer = LeanScorer.load(args.model)
-    skipped = SkipCounter()
-    chunks = iter_rows(
-        args.input,
-        _schema(args, scorer.encoder.schema),
-        args.format,
-        args.on_bad_lines,
-        chunk_rows=SCORE_CHUNK_ROWS,
-        skipped=skipped,
-    )
-    batches = _prefetch(chunks)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # write beside the target and rename at the end: a failed run leaves any
-    # earlier output intact and no partial file behind
-    tmp = out.with_name(out.name + ".partial")
-    started = time.perf_counter()
-    try:
-        rows, counts = _write_scores(scorer, batches, tmp, args.quiet)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(out)
-
-    seconds = time.perf_counter() - started
-    print(
-        f"scored {rows:,} rows into {out} in {seconds:.2f} s "
-        f"({rows / max(seconds, 1e-9):,.0f} rows/s); {skipped.summary()}"
-    )
-    rates = np.divide(
-        counts[1], counts[0], out=np.zeros(len(counts[0])), where=counts[0] > 0
-    )
-    pairs = zip(scorer.encoder.sparse_features, rates, strict=True)
-    print("oov rate per field: " + ", ".join(f"{n} {r:.1%}" for n, r in pairs))
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    if args.json is not None:
-        check_out_file(args.json, "--json", (args.model, args.data))
-        if not args.json.parent.is_dir():
-            raise FileNotFoundError(
-                f"--json: the folder {args.json.parent} does not exist"
-            )
-    if args.baseline is not None:
-        return _bench_engines(args)
-    scorer = Scorer.load(args.model)
-    if args.data is not None:
-        schema = _schema(args, scorer.encoder.schema)
-        batch = read_rows(args.data, schema, args.format, args.on_bad_lines)[0]
-        encoded = scorer.encode(batch)
-        source = str(args.data)
-    else:
-        sparse_ids, dense = random_rows(
-            scorer.encoder.num_embeddings, scorer.model.num_dense, rows=4096
-        )
-        encoded = EncodedBatch(sparse_ids, dense, None)
-        source = "random in-vocabulary rows"
-    result = benchmark(scorer.model, encoded, latency_calls=args.calls)
-    payload = {
-        "model": str(args.model),
-        "input": source,
-        "bytes": artifact_bytes(args.model),
-        "params": count_params(scorer.model),
-        "batch_1": {"p50_us": result.p50_us, "p99_us": result.p99_us},
-        "batch_4096": {"rows_per_s": result.rows_per_s},
-        "threads": result.threads,
-        "calls": result.calls,
-    }
-    _print_json(payload)
-    if args.json:
-        write_json(args.json, payload)
-    return 0
-
-
-def _bench_engines(args: argparse.Namespace) -> int:
-    """The scorer against torch, TorchScript and ONNX Runtime, in one run."""
-    threads = args.threads or torch.get_num_threads()
-    command = "slimctr " + " ".join(sys.argv[1:]) if sys.argv[1:] else None
-    result = compare_engines(
-        args.model,
-        args.baseline,
-        threads=threads,
-        repeats=args.repeats,
-        command=command,
-    )
-    print(engines_markdown(result))
-    if args.json is not None:
-        paths = write_outputs(result, args.json)
-        print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    check_out_file(args.onnx, "--onnx", (args.model,))
-    from serving.onnx_export import export_onnx  # needs the [onnx] extra
-
-    artifact = load_artifact(args.model)
-    path = export_onnx(artifact.model, args.onnx)
-    print(
-        f"exported {args.model} to {path} ({path.stat().st_size:,} bytes); "
-        "ONNX Runtime outputs checked against the model's"
-    )
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from serving.http import make_server, run_server
-
-    scorer = Scorer.load(args.model)
-    server = make_server(scorer, args.host, args.port, args.max_body_bytes)
-    host, port = server.server_address[:2]
-    print(f"serving {args.model} on http://{host}:{port} (POST /score, GET /health)")
-    run_server(server)
-    return 0
-
-
-def _selection_figures(chosen) -> dict:
-    keep = ("name", "step", "storage", "valid_auc", "valid_logloss", "nonzeros")
-    return {key: chosen.figures[key] for key in keep}
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    check_out_folder(out, "run", (args.data,))
-    out.mkdir(parents=True, exist_ok=True)
-    config = _config(args)
-    synthetic = args.data is None
-    if synthetic and (args.dataset or args.schema):
-        raise ValueError(
-            "--dataset/--schema: describe the file given with --data; without "
-            "--data the run writes synthetic Criteo rows"
-        )
-    schema = _schema(args)
-    started = time.perf_counter()
-    if synthetic:
-        data_path = out / "data" / "synthetic.tsv"
-        print(
-            f"[1/5] no --data given: writing {args.rows:,} synthetic rows "
-            f"(seed {config.train.seed}) to {data_path}"
-        )
-        with tqdm(
-            total=args.rows,
-            unit="row",
-            unit_scale=True,
-            desc="synth",
-            disable=args.quiet,
-        ) as bar:
-            write_synthetic(
-                data_path, args.rows, seed=config.train.seed, progress=bar.update
-            )
-    else:
-        data_path = Path(args.data)
-    print(f"[2/5] reading and encoding {data_path}")
-    dataset = load_dataset(
-        data_path, args.split, args.format, args.on_bad_lines, schema
-    )
-    encoded = pipeline.fit_encoder(dataset, config.min_count, config.dense_buckets)
-
-    print(
-        f"[3/5] training the baseline ({config.model.hidden_units}, "
-        f"embedding_dim {config.model.embedding_dim})"
-    )
-    trained = pipeline.train_baseline(config, encoded, progress=_progress(args))
-    metadata = {"config": config_to_dict(config), "data": dataset.describe()}
-    save_artifact(
-        out / "baseline",
-        trained.model,
-        encoded.encoder,
-        {**metadata, "best_valid": trained.best_valid.as_dict()},
-    )
-    print(f"      best valid AUC {trained.best_valid.auc:.4f}")
-
-    print("      sensitivity: each layer and field pruned alone, no fine-tuning")
-    sensitivity_rows = sensitivity(
-        trained.model, encoded.valid, names=encoded.encoder.sparse_features
-    )
-    plot_sensitivity(sensitivity_rows, out / SENSITIVITY_PLOT)
-
-    print("[4/5] compressing: prune -> fine-tune, validation AUC after each step")
-    prune_config = _prune_config(args)
-    pruned = pipeline.compress(
-        trained.model, encoded, prune_config, config, progress=_progress(args)
-    )
-    steps = [s.as_dict() for s in pruned.steps]
-    print(f"      measuring {len(pruned.snapshots)} steps x storages on validation")
-    chosen, candidates = pipeline.search(
-        pruned, dataset, prune_config.max_auc_drop, args.storage, args.objective
-    )
-    compression = {"chosen": chosen.name, "objective": args.objective}
-    save_artifact(
-        out / "compressed",
-        *pipeline.snapshot(pruned, chosen),
-        {**metadata, "compression": compression},
-        chosen.storage_type,
-    )
-
-    print("[5/5] scoring the test split and benchmarking both artifacts")
-    baseline = Scorer.load(out / "baseline")
-    compressed = Scorer.load(out / "compressed")
-    test_base = baseline.encode(dataset.test)
-    test_comp = compressed.encode(dataset.test)
-    chosen_summary = {
-        **pipeline.summarise(compressed, out / "compressed", test_comp),
-        **_selection_figures(chosen),
-    }
-    report = {
-        "slimctr_version": __version__,
-        "data": {**dataset.describe(), "synthetic": synthetic},
-        "threads": torch.get_num_threads(),
-        "seed": config.train.seed,
-        "config": config_to_dict(config),
-        "max_auc_drop": prune_config.max_auc_drop,
-        "prune_config": vars(prune_config),
-        "baseline": {
-            **pipeline.summarise(baseline, out / "baseline", test_base),
-            "valid_auc": trained.best_valid.auc,
-            "train_samples_per_s": trained.samples_per_s,
-            "epochs": trained.epochs_run,
-        },
-        "compressed": chosen_summary,
-        "chosen": chosen_summary,
-        "objective": args.objective,
-        "candidates": [c.figures for c in candidates],
-        "steps": steps,
-        "sensitivity": [asdict(row) for row in sensitivity_rows],
-        "sensitivity_allocation": allocate(sensitivity_rows, prune_config.max_auc_drop),
-        "test_auc_drop": pipeline.compare(
-            baseline, compressed, dataset, seed=config.train.seed
-        ),
-        "bench": pipeline.bench_pair(
-            baseline, compressed, dataset, repeats=args.bench_repeats
-        ),
-    }
-    if synthetic:
-        report["oracle_test_auc"] = pipeline.oracle_auc(
-            read_proba(proba_path_for(data_path)), dataset
-        )
-    report["seconds"] = time.perf_counter() - started
-    json_path, md_path = write_report(report, out)
-
-    print()
-    print(summary_table(report))
-    drop = report["test_auc_drop"]
-    ratio = report["baseline"]["bytes"] / report["compressed"]["bytes"]
-    print(
-        f"\n{ratio:.1f}x fewer bytes; test AUC drop {drop['drop']:+.4f} "
-        f"(95% paired bootstrap [{drop['low']:+.4f}, {drop['high']:+.4f}])"
-    )
-    if synthetic:
-        print(f"oracle test AUC {report['oracle_test_auc']:.4f} (synthetic data)")
-    print(f"report: {json_path} and {md_path} ({report['seconds']:.0f} s)")
-    return 0
+    return run
 
 
 # ---------------------------------------------------------------- parser
@@ -1070,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reading(p)
     _add_schema(p)
     _add_threads(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=_deferred("cmd_train"))
 
     p = commands.add_parser(
         "compress",
@@ -1098,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reading(p)
     _add_schema(p, from_model=True)
     _add_threads(p)
-    p.set_defaults(func=cmd_compress)
+    p.set_defaults(func=_deferred("cmd_compress"))
 
     p = commands.add_parser(
         "evaluate",
@@ -1111,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reading(p)
     _add_schema(p, from_model=True)
     _add_threads(p)
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=_deferred("cmd_evaluate"))
 
     p = commands.add_parser(
         "score",
@@ -1125,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reading(p)
     _add_schema(p, from_model=True)
     _add_threads(p)
-    p.set_defaults(func=cmd_score)
+    p.set_defaults(func=_deferred("cmd_score"))
 
     p = commands.add_parser(
         "bench",
@@ -1162,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reading(p)
     _add_schema(p, from_model=True)
     _add_threads(p)
-    p.set_defaults(func=cmd_bench)
+    p.set_defaults(func=_deferred("cmd_bench"))
 
     p = commands.add_parser(
         "export",
@@ -1172,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", type=Path, required=True, help="artifact folder")
     p.add_argument("--onnx", type=Path, required=True, help="ONNX file to write")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=_deferred("cmd_export"))
 
     p = commands.add_parser(
         "serve",
@@ -1190,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest request body accepted (default 1,000,000)",
     )
     _add_threads(p)
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=_deferred("cmd_serve"))
 
     p = commands.add_parser(
         "run",
@@ -1224,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="alternating timing rounds per model; figures are medians (default 5)",
     )
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=_deferred("cmd_run"))
     return parser
 
 
@@ -1249,6 +629,8 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so partial output files are removed
     signal.signal(signal.SIGTERM, _terminate)
     if getattr(args, "threads", None):
+        import torch  # only the commands of slimctr.commands take --threads
+
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
@@ -1268,9 +650,16 @@ def _describe(err: Exception) -> str:
         return f"{err.filename}: {err.strerror or err}"
     if isinstance(err, MemoryError):
         return f"out of memory ({err}); use smaller settings or fewer rows"
-    if isinstance(err, OSError | ValueError | TrainingError | ImportError):
+    if isinstance(err, OSError | ValueError | ImportError) or _is_training_error(err):
         return str(err)
     return f"{type(err).__name__}: {err} (run with -v for the traceback)"
+
+
+def _is_training_error(err: Exception) -> bool:
+    # only a loaded ctr.train can have raised one; looking it up there keeps
+    # torch out of the commands that never train
+    train = sys.modules.get("ctr.train")
+    return train is not None and isinstance(err, train.TrainingError)
 
 
 if __name__ == "__main__":

@@ -21,18 +21,9 @@ from ctr.wide_deep import WideDeep, count_params
 from data.batch import RawBatch
 from serving.bench import benchmark
 from serving.storage import Storage, simulate
+from slimctr.search_space import OBJECTIVES, STORAGES
 
 logger = logging.getLogger(__name__)
-
-OBJECTIVES = ("bytes", "latency")
-
-# by name, from the largest to the smallest
-STORAGES = {
-    "float32": Storage("float32", "float32"),
-    "float16": Storage("float16", "float16"),
-    "int8-tables": Storage("int8", "float16", "float16"),
-    "int8": Storage("int8", "int8", "float16"),
-}
 
 
 @dataclass
