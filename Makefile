@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 THREADS ?= 2
 
-.PHONY: venv demo test lint bench bench-serving bench-prepare clean
+.PHONY: venv demo test lint bench bench-serving bench-prepare bench-train clean
 
 $(BIN)/slimctr: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,14 @@ bench-serving: bench
 PREPARE_DIR ?= /tmp/slimctr-bench-prepare
 bench-prepare: venv
 	$(BIN)/python benchmarks/prepare_bench.py --dir $(PREPARE_DIR) --workers $(THREADS) --json runs/bench-prepare/prepare_bench.json
+
+# Training throughput from a prepared cache (configs/train_bench.toml), on the
+# 5M-row planted file bench-prepare makes; installs the optional [bench] extra
+# first so DeepCTR-Torch's WDL is timed in the same run.
+bench-train: venv
+	$(BIN)/pip install --quiet -e '.[bench]'
+	@test -f $(PREPARE_DIR)/synth-5000000.tsv || $(BIN)/slimctr synth --rows 5000000 --out $(PREPARE_DIR)/synth-5000000.tsv
+	$(BIN)/python benchmarks/train_bench.py --data $(PREPARE_DIR)/synth-5000000.tsv --out runs/bench-train --threads $(THREADS)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -2,10 +2,13 @@
 
 ``torchrun --nproc_per_node N`` sets ``RANK``, ``WORLD_SIZE`` and the
 rendezvous address in each process's environment; :func:`init_from_env` joins
-the group (gloo on CPU, nccl when CUDA is present). Gradients are averaged by
-``DistributedDataParallel`` (gloo reduces the embeddings' sparse gradients as
-they are). Validation predictions are gathered from every rank, so the AUC is
-computed over the whole validation split, not averaged per rank.
+the group (gloo on CPU, nccl when CUDA is present). The dense layers'
+gradients are averaged by ``DistributedDataParallel``; the embedding tables
+are left out of it, and their sparse gradients are averaged here by gathering
+every rank's looked-up rows with plain (dense) all-gathers, because gloo's
+sparse all-reduce has been fragile across torch releases (pytorch/pytorch
+issues 87497 and 111422). Validation predictions are gathered from every rank,
+so the AUC is computed over the whole validation split, not averaged per rank.
 """
 
 import logging
@@ -71,16 +74,7 @@ def gather_rows(values: np.ndarray, world: World) -> np.ndarray:
     if not world.distributed:
         return values
     local = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64))
-    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(world.size)]
-    dist.all_gather(sizes, torch.tensor([len(local)]))
-    longest = int(max(s.item() for s in sizes))
-    padded = torch.zeros(longest, dtype=torch.float64)
-    padded[: len(local)] = local
-    gathered = [torch.empty(longest, dtype=torch.float64) for _ in range(world.size)]
-    dist.all_gather(gathered, padded)
-    return torch.cat(
-        [g[: int(s.item())] for g, s in zip(gathered, sizes, strict=True)]
-    ).numpy()
+    return torch.cat(gather_padded(local, world)).numpy()
 
 
 def agree(flag: bool, world: World) -> bool:
@@ -95,3 +89,55 @@ def agree(flag: bool, world: World) -> bool:
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()
+
+
+def data_parallel(model: torch.nn.Module, sparse: list[str], world: World):
+    """``model`` wrapped for data-parallel training, the parameters named in
+    ``sparse`` (sparse-gradient tables) left to :func:`average_sparse_gradients`.
+
+    Every rank starts from rank 0's weights, tables included.
+    """
+    if not world.distributed:
+        return model
+    for name, param in model.named_parameters():
+        if name in sparse:
+            dist.broadcast(param.data, src=0)
+    torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+        model, sparse
+    )
+    return torch.nn.parallel.DistributedDataParallel(model)
+
+
+def average_sparse_gradients(params: list[torch.Tensor], world: World) -> None:
+    """Replace each parameter's sparse gradient by the mean over ranks.
+
+    Every rank ends with the same gradient: the rows each rank looked up,
+    concatenated in rank order and coalesced, divided by the number of ranks.
+    """
+    if not world.distributed:
+        return
+    for param in params:
+        if param.grad is None:
+            continue
+        grad = param.grad.coalesce()
+        rows = grad.indices()[0]
+        values = grad.values()
+        all_rows = gather_padded(rows, world)
+        all_values = gather_padded(values, world)
+        index = torch.cat(all_rows).unsqueeze(0)
+        merged = torch.sparse_coo_tensor(
+            index, torch.cat(all_values) / world.size, param.shape
+        )
+        param.grad = merged.coalesce()
+
+
+def gather_padded(local: torch.Tensor, world: World) -> list[torch.Tensor]:
+    """Every rank's ``local`` (equal trailing shape, any length), in rank order."""
+    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(world.size)]
+    dist.all_gather(sizes, torch.tensor([len(local)]))
+    longest = int(max(s.item() for s in sizes))
+    padded = local.new_zeros((longest, *local.shape[1:]))
+    padded[: len(local)] = local
+    gathered = [torch.empty_like(padded) for _ in range(world.size)]
+    dist.all_gather(gathered, padded)
+    return [g[: int(s.item())] for g, s in zip(gathered, sizes, strict=True)]

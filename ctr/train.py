@@ -41,7 +41,13 @@ from ctr.checkpoint import (
     save_checkpoint,
 )
 from ctr.config import TrainConfig
-from ctr.distributed import World, agree, gather_rows
+from ctr.distributed import (
+    World,
+    agree,
+    average_sparse_gradients,
+    data_parallel,
+    gather_rows,
+)
 from ctr.metrics import Metrics, evaluate
 from ctr.row_adam import RowAdam
 from ctr.wide_deep import WideDeep
@@ -49,6 +55,9 @@ from data.encoder import EncodedBatch
 
 logger = logging.getLogger(__name__)
 
+
+# the tables whose gradients are sparse, averaged over ranks outside DDP
+_SPARSE_TABLES = ["embedding.weight", "wide_sparse.weight"]
 
 # (logits, row indices) -> {"loss": total, **named terms}
 LossTerms = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
@@ -185,9 +194,7 @@ class _Trainer:
             RowAdam(model.embedding_parameters(), lr=config.embedding_learning_rate),
             torch.optim.Adam(model.dense_parameters(), lr=config.learning_rate),
         ]
-        self.forward = (
-            nn.parallel.DistributedDataParallel(model) if world.distributed else model
-        )
+        self.forward = data_parallel(model, _SPARSE_TABLES, world)
         self.loss_terms = loss_terms
 
         # progress, saved and restored as a whole by checkpoints
@@ -286,6 +293,7 @@ class _Trainer:
                 "train.embedding_learning_rate"
             )
         loss.backward()
+        average_sparse_gradients(self.model.embedding_parameters(), self.world)
         for optimiser in self.optimisers:
             optimiser.step()
         self.running += loss.item()
