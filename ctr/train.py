@@ -50,6 +50,7 @@ from ctr.distributed import (
 )
 from ctr.metrics import Metrics, evaluate
 from ctr.row_adam import RowAdam
+from ctr.training_error import TrainingError
 from ctr.wide_deep import WideDeep
 from data.encoder import EncodedBatch
 
@@ -61,10 +62,6 @@ _SPARSE_TABLES = ["embedding.weight", "wide_sparse.weight"]
 
 # (logits, row indices) -> {"loss": total, **named terms}
 LossTerms = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on: the loss diverged or validation is undefined."""
 
 
 @dataclass

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from compression.prune_config import NORMS, ROW_CRITERIA, SCHEDULES, PruneConfig
 from ctr.config import load_config
+from ctr.training_error import TrainingError
 from data.bad_lines import ON_BAD_LINES, SkipCounter
 from data.criteo import FORMATS, iter_criteo
 from data.prepare import CHUNK_ROWS, PrepareConfig, Reader, prepare_cache
@@ -28,8 +29,6 @@ from data.synth import proba_path_for, write_synthetic
 from slimctr import __version__
 from slimctr.options import check_out_folder, input_schema
 from slimctr.search_space import OBJECTIVES, STORAGES
-
-logger = logging.getLogger("slimctr")
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "baseline.toml"
 DEFAULT_SYNTH_ROWS = 200_000
@@ -650,16 +649,9 @@ def _describe(err: Exception) -> str:
         return f"{err.filename}: {err.strerror or err}"
     if isinstance(err, MemoryError):
         return f"out of memory ({err}); use smaller settings or fewer rows"
-    if isinstance(err, OSError | ValueError | ImportError) or _is_training_error(err):
+    if isinstance(err, OSError | ValueError | ImportError | TrainingError):
         return str(err)
     return f"{type(err).__name__}: {err} (run with -v for the traceback)"
-
-
-def _is_training_error(err: Exception) -> bool:
-    # only a loaded ctr.train can have raised one; looking it up there keeps
-    # torch out of the commands that never train
-    train = sys.modules.get("ctr.train")
-    return train is not None and isinstance(err, train.TrainingError)
 
 
 if __name__ == "__main__":
