@@ -151,7 +151,9 @@ def main() -> None:
 
     result = {
         "data": str(data),
-        "rows": args.rows,
+        "rows": json.loads((args.out / "cache" / "manifest.json").read_text())["data"][
+            "rows"
+        ],
         "threads": args.threads,
         "config": str(CONFIG.relative_to(ROOT)),
         "slimctr": {
