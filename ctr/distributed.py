@@ -65,8 +65,12 @@ def init_from_env() -> World:
 
 
 def shutdown(world: World) -> None:
+    """Leave the group once every rank is done with it."""
     if world.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def gather_rows(values: np.ndarray, world: World) -> np.ndarray:
@@ -126,7 +130,10 @@ def average_sparse_gradients(params: list[torch.Tensor], world: World) -> None:
         all_values = gather_padded(values, world)
         index = torch.cat(all_rows).unsqueeze(0)
         merged = torch.sparse_coo_tensor(
-            index, torch.cat(all_values) / world.size, param.shape
+            index,
+            torch.cat(all_values) / world.size,
+            param.shape,
+            check_invariants=True,
         )
         param.grad = merged.coalesce()
 

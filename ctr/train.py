@@ -373,10 +373,16 @@ class _Trainer:
     def restore(self, state: dict) -> None:
         """Continue from :meth:`state`; refuses a checkpoint of another setup."""
         path = self.checkpointing.path if self.checkpointing else "checkpoint"
-        if state.get("train_config") != _config_dict(self.config):
+        saved, current = state.get("train_config") or {}, _config_dict(self.config)
+        if saved != current:
+            changed = sorted(
+                f"{k} {saved.get(k)!r} -> {current.get(k)!r}"
+                for k in set(saved) | set(current)
+                if saved.get(k) != current.get(k)
+            )
             raise CheckpointError(
                 f"{path}: written with other training settings "
-                f"({state.get('train_config')}); resume with the same config"
+                f"({'; '.join(changed)}); resume with the same config and options"
             )
         if state.get("world_size") != self.world.size:
             raise CheckpointError(

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from compression.prune_config import PruneConfig
 from compression.sensitivity import allocate, sensitivity
 from compression.sensitivity_plot import plot_sensitivity
+from ctr.batches import Shuffle
 from ctr.checkpoint import CHECKPOINT_FILE
 from ctr.config import Config, config_to_dict, load_config
 from ctr.distributed import World, init_from_env, shutdown
@@ -88,8 +89,14 @@ def _progress(args: argparse.Namespace) -> bool:
 
 def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc > 1 and not launch.under_torchrun():
-        return launch.relaunch(args.argv, args.nproc)
+        config = _config(args)
+        Shuffle(config.train.batch_size, world=args.nproc)  # checks the split
+        launch.relaunch(args.argv, args.nproc, args.threads or 1)
+    if launch.under_torchrun():
+        launch.stop_with_parent()
     world = init_from_env()
+    if not world.is_main:  # one copy of the log lines, from rank 0
+        logging.getLogger().setLevel(logging.WARNING)
     try:
         return _train(args, world)
     finally:

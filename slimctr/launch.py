@@ -3,11 +3,18 @@
 ``slimctr train --nproc N`` is the same as ``torchrun --standalone
 --nproc_per_node N -m slimctr.cli train ...`` without ``--nproc``: the
 rendezvous stays on this machine, and every rank runs the same command.
+torchrun replaces the ``slimctr`` process (same pid), and each rank asks the
+kernel to stop it when its parent dies, so killing that pid, even with
+SIGKILL, stops the whole run.
 """
 
+import ctypes
 import os
-import subprocess
+import signal
 import sys
+
+# Linux prctl option: a signal for this process when its parent exits
+_PR_SET_PDEATHSIG = 1
 
 # set by torchrun in every process it starts
 RANK_VARIABLE = "LOCAL_RANK"
@@ -30,8 +37,12 @@ def without_option(argv: list[str], option: str) -> list[str]:
     return kept
 
 
-def relaunch(argv: list[str], nproc: int) -> int:
-    """Run the command in ``argv`` as ``nproc`` torchrun processes; their exit code."""
+def relaunch(argv: list[str], nproc: int, threads: int) -> None:
+    """Become torchrun running the command in ``argv`` as ``nproc`` processes.
+
+    ``threads`` goes to each process as ``OMP_NUM_THREADS`` (``--threads``
+    sets the same per process). Does not return.
+    """
     command = [
         sys.executable,
         "-m",
@@ -42,4 +53,20 @@ def relaunch(argv: list[str], nproc: int) -> int:
         "slimctr.cli",
         *without_option(argv, "--nproc"),
     ]
-    return subprocess.run(command, check=False).returncode
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
+
+
+def stop_with_parent() -> None:
+    """Ask for SIGTERM when the parent (torchrun) dies; a no-op off Linux."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)

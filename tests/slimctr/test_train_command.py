@@ -140,3 +140,46 @@ def test_nproc_starts_the_processes_itself(cache, tmp_path):
     done = _slimctr(*_train_args(cache, out), "--nproc", "2", "--epochs", "1")
     assert done.returncode == 0, done.stderr[-3000:]
     assert _summary(out)["processes"] == 2
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if text.encode() in command:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
+def test_killing_an_nproc_run_stops_every_rank(cache, tmp_path):
+    out = tmp_path / "nproc_killed"
+    process = subprocess.Popen(
+        [
+            str(BIN / "slimctr"),
+            *_train_args(cache, out),
+            "--nproc",
+            "2",
+            "--epochs",
+            "50",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while not (out / CHECKPOINT_FILE).exists() and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 30
+    while _processes_mentioning(str(out)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_mentioning(str(out)) == []
+    assert not (out / "train.json").exists()
+    load_checkpoint(out / CHECKPOINT_FILE)
