@@ -127,6 +127,7 @@ def prepare_cache(
     config = config or PrepareConfig()
     bars = bars or _no_bars
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     _clear(out)
 
@@ -144,6 +145,8 @@ def prepare_cache(
     except BaseException:
         for name in SPLITS:
             shutil.rmtree(out / name, ignore_errors=True)
+        if created:  # leave no folder behind that was not there before
+            shutil.rmtree(out, ignore_errors=True)
         raise
 
     manifest = _manifest(out, encoder, sources, assignment, splits, config)
