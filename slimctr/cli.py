@@ -109,7 +109,8 @@ def _add_reading(parser: argparse.ArgumentParser) -> None:
         "--on-bad-lines",
         choices=ON_BAD_LINES,
         default="error",
-        help="error: stop and list every bad line; skip: drop and count them",
+        help="error (the default): stop and list every bad line; skip: drop "
+        "and count them",
     )
 
 
@@ -183,7 +184,8 @@ def _add_pruning(parser: argparse.ArgumentParser) -> None:
         "--row-criterion",
         choices=ROW_CRITERIA,
         default=defaults.row_criterion,
-        help="rank vocabulary rows by weight norm or by training frequency "
+        help="rank vocabulary rows by impact (training frequency x weight "
+        "norm), by weight norm or by training frequency "
         f"(default {defaults.row_criterion})",
     )
     parser.add_argument(
