@@ -7,6 +7,11 @@ from pathlib import Path
 from typing import Any
 
 
+def _is_number(value: Any) -> bool:
+    """An int or float (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _is_count(value: Any, low: int = 1, high: int | None = None) -> bool:
     """An int (not a bool) in ``[low, high]``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -42,7 +47,7 @@ class ModelConfig:
                 f"got {self.hidden_units!r}"
             )
         object.__setattr__(self, "hidden_units", units)
-        if not 0.0 <= self.dropout < 1.0:
+        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(
                 f"model.dropout: expected a rate in [0, 1), got {self.dropout}"
             )
@@ -88,10 +93,15 @@ class TrainConfig:
             )
         names = ("batch_size", "epochs", "patience", "evals_per_epoch")
         for name in (*names, "block_rows", "shuffle_window"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not _is_count(getattr(self, name)):
                 raise ValueError(
-                    f"train.{name}: expected an integer >= 1, got {value!r}"
+                    f"train.{name}: expected an integer >= 1, "
+                    f"got {getattr(self, name)!r}"
+                )
+        for name in ("learning_rate", "embedding_learning_rate", "embedding_l2"):
+            if not _is_number(getattr(self, name)):
+                raise ValueError(
+                    f"train.{name}: expected a number, got {getattr(self, name)!r}"
                 )
         for name in ("learning_rate", "embedding_learning_rate"):
             if not 0 < getattr(self, name) < math.inf:

@@ -54,6 +54,18 @@ def _positive_int(text: str, high: int | None = None) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from err
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer in [0, 2**63), got {value}"
+        )
+    return value
+
+
 def _threads(text: str) -> int:
     return _positive_int(text, high=MAX_THREADS)
 
@@ -391,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--split-seed",
-        type=int,
+        type=_seed,
         metavar="SEED",
         help="split at random instead: each row drawn into a split from this "
         "seed, reproducibly (e.g. --split 0.7,0.2,0.1 --split-seed 2018)",

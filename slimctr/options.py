@@ -25,12 +25,26 @@ def check_out_folder(out: Path, kind: str, inputs: tuple[Path | None, ...]) -> N
     for source in inputs:
         if source is not None and source.exists() and same_file(out, source):
             raise ValueError(f"--out: {out} is also an input; choose another folder")
+        if source is not None and source.exists() and _inside(source, out):
+            raise ValueError(
+                f"--out: the input {source} is inside {out}, which would be "
+                "overwritten; choose another folder or move the input"
+            )
     for other, marker in FOLDER_MARKERS.items():
         if other != kind and (out / marker).exists():
             raise ValueError(
                 f"--out: {out} holds a slimctr {other} ({marker}); choose an empty "
                 f"folder or an existing {kind} folder to overwrite"
             )
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies somewhere under ``folder``."""
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def check_out_file(out: Path, option: str, inputs: tuple[Path | None, ...]) -> None:
