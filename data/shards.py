@@ -206,12 +206,21 @@ class CacheSplit:
     shards; only the rows asked for are copied into memory."""
 
     def __init__(
-        self, name: str, shards: list[Shard], num_sparse: int, dense_width: int
+        self,
+        name: str,
+        shards: list[Shard],
+        num_sparse: int,
+        dense_width: int,
+        num_embeddings: list[int] | None = None,
     ) -> None:
         self.name = name
         self.shards = tuple(shards)
         self.num_sparse = num_sparse
         self.dense_width = dense_width
+        # ids must stay below each field's table size; None checks only >= 0
+        self.num_embeddings = (
+            None if num_embeddings is None else np.asarray(num_embeddings)
+        )
         self._starts = np.cumsum([0] + [s.rows for s in self.shards])
         self._maps: dict[int, dict[str, np.ndarray]] = {}
 
@@ -254,8 +263,40 @@ class CacheSplit:
             sparse_ids[out] = maps["sparse_ids"][local]
             dense[out] = maps["dense"][local]
             labels[out] = maps["labels"][local]
+            self._check(index, sparse_ids[out], dense[out], labels[out], at - begin)
             at = end
         return EncodedBatch(sparse_ids, dense, labels)
+
+    def _check(
+        self,
+        index: int,
+        sparse_ids: np.ndarray,
+        dense: np.ndarray,
+        labels: np.ndarray,
+        first_row: int,
+    ) -> None:
+        """A ``CacheError`` naming the shard file and row of a value that
+        ``prepare`` never writes: a label other than 0 or 1, a non-finite
+        dense value, an id outside its field's table."""
+        paths = self.shards[index].paths
+        problems = (
+            ("labels", (labels != 0) & (labels != 1), "a label other than 0 or 1"),
+            ("dense", ~np.isfinite(dense).all(axis=1), "a dense value not finite"),
+            ("sparse_ids", self._bad_ids(sparse_ids), "an id outside its table"),
+        )
+        for array, bad, what in problems:
+            if bad.any():
+                row = first_row + int(np.argmax(bad))
+                raise CacheError(
+                    f"{paths[array]}: row {row} holds {what}; the cache is "
+                    f"damaged, {_PREPARE_AGAIN}"
+                )
+
+    def _bad_ids(self, sparse_ids: np.ndarray) -> np.ndarray:
+        bad = (sparse_ids < 0).any(axis=1)
+        if self.num_embeddings is not None:
+            bad |= (sparse_ids >= self.num_embeddings).any(axis=1)
+        return bad
 
     def read_all(self) -> EncodedBatch:
         """Every row of the split in memory: for small caches only."""
@@ -316,6 +357,7 @@ def open_cache(folder: str | Path) -> Cache:
             _shards(folder, name, manifest, num_sparse, dense_width),
             num_sparse,
             dense_width,
+            encoder.num_embeddings,
         )
         for name in SPLITS
     }

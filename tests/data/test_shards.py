@@ -178,3 +178,26 @@ def test_writer_refuses_rows_past_those_announced(tmp_path):
     writer.write(encoded.take(slice(0, 6)))
     with pytest.raises(ValueError, match="more rows than the 6 announced"):
         writer.write(encoded.take(slice(0, 1)))
+
+
+@pytest.mark.parametrize(
+    "array, value, what",
+    [
+        ("labels", 7.0, "a label other than 0 or 1"),
+        ("dense", np.nan, "a dense value not finite"),
+        ("sparse_ids", -7, "an id outside its table"),
+        ("sparse_ids", 10**6, "an id outside its table"),
+    ],
+)
+def test_damaged_rows_are_refused_naming_file_and_row(tmp_path, array, value, what):
+    write_cache(tmp_path)
+    path = tmp_path / "train" / f"shard-00001.{array}.npy"
+    values = np.load(path)
+    values.flat[values[0].size * 2] = value  # row 2 of the second shard
+    np.save(path, values)
+    train = open_cache(tmp_path).train
+    train.read(0, 4)  # the first shard is intact
+    with pytest.raises(
+        CacheError, match=rf"shard-00001.{array}.npy: row 2 holds {what}"
+    ):
+        train.read(0, 10)
