@@ -1,7 +1,8 @@
 """Training checkpoints: written atomically, read without unpickling code.
 
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts saved
-with ``torch.save``. It is written to a temporary file beside the target,
+with ``torch.save``, wrapped with the SHA-256 of its bytes so damage inside a
+tensor is found on load. It is written to a temporary file beside the target,
 flushed and fsynced, then renamed over the target (and the folder fsynced), so
 a process killed at any moment leaves either the previous checkpoint or the
 new one, never a half-written file under the checkpoint's name. It is read
@@ -9,6 +10,8 @@ with ``torch.load(..., weights_only=True)``, which refuses anything but plain
 data.
 """
 
+import hashlib
+import io
 import logging
 import os
 import tempfile
@@ -20,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = "slimctr-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 class CheckpointError(ValueError):
@@ -31,8 +34,15 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
     """Write ``state`` to ``path`` atomically; returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION}
-    payload.update(state)
+    inner = io.BytesIO()
+    torch.save(state, inner)
+    data = inner.getvalue()
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "state": torch.frombuffer(bytearray(data), dtype=torch.uint8),
+    }
     fd, temporary = tempfile.mkstemp(
         prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
     )
@@ -56,12 +66,7 @@ def load_checkpoint(path: str | Path) -> dict:
         raise FileNotFoundError(
             f"{path}: no checkpoint to resume from; run without --resume first"
         )
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for unreadable files
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint ({err}); delete it and start again"
-        ) from err
+    payload = _load(path, path)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a slimctr checkpoint")
     if payload.get("format_version") != CHECKPOINT_VERSION:
@@ -69,7 +74,31 @@ def load_checkpoint(path: str | Path) -> dict:
             f"{path}: checkpoint version {payload.get('format_version')!r} is not "
             f"supported; this slimctr writes version {CHECKPOINT_VERSION}"
         )
-    return payload
+    stored = payload.get("state")
+    if not isinstance(stored, torch.Tensor) or stored.dtype != torch.uint8:
+        raise CheckpointError(f"{path}: not a slimctr checkpoint (no state)")
+    data = stored.numpy().tobytes()
+    if hashlib.sha256(data).hexdigest() != payload.get("sha256"):
+        raise CheckpointError(
+            f"{path}: the checkpoint is damaged (its SHA-256 does not match); "
+            "delete it and start again"
+        )
+    state = _load(io.BytesIO(data), path)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a slimctr checkpoint (bad state)")
+    return state
+
+
+def _load(source, path: Path):
+    """``torch.load`` of plain data only; other content is an error."""
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for unreadable files
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(err).__name__}: it is "
+            "damaged, or holds more than tensors and plain values); delete it "
+            "and start again"
+        ) from err
 
 
 def remove_stale_temporaries(folder: str | Path) -> int:

@@ -78,10 +78,15 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class Checkpointing:
-    """Where training state is saved, and whether to continue from it."""
+    """Where training state is saved, and whether to continue from it.
+
+    ``data`` names the training data (e.g. a cache's encoder fingerprint and
+    split sizes); a checkpoint only resumes on the same.
+    """
 
     path: Path
     resume: bool = False
+    data: str = ""
 
 
 def tensors(batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -347,6 +352,7 @@ class _Trainer:
         return {
             "train_config": _config_dict(self.config),
             "world_size": self.world.size,
+            "data": self.checkpointing.data if self.checkpointing else "",
             "model": self.model.state_dict(),
             "optimisers": [o.state_dict() for o in self.optimisers],
             "torch_rng": torch.get_rng_state(),
@@ -383,6 +389,12 @@ class _Trainer:
             raise CheckpointError(
                 f"{path}: written with other training settings "
                 f"({'; '.join(changed)}); resume with the same config and options"
+            )
+        data = self.checkpointing.data if self.checkpointing else ""
+        if state.get("data") != data:
+            raise CheckpointError(
+                f"{path}: written for other data ({state.get('data')!r}, not "
+                f"{data!r}); resume on the cache or file it was trained on"
             )
         if state.get("world_size") != self.world.size:
             raise CheckpointError(

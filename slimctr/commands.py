@@ -9,6 +9,7 @@ import argparse
 import logging
 import queue
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict
@@ -31,7 +32,7 @@ from ctr.wide_deep import count_params
 from data.bad_lines import SkipCounter
 from data.encoder import MISSING_ID, OOV_ID, EncodedBatch
 from data.reader import iter_rows, read_rows
-from data.shards import open_cache
+from data.shards import encoder_sha256, open_cache
 from data.split import Split
 from data.synth import proba_path_for, read_proba, write_synthetic
 from serving.artifact import artifact_bytes, load_artifact, save_artifact
@@ -127,6 +128,18 @@ def _training_cache(folder: Path, config: Config) -> tuple[pipeline.Encoded, dic
     return pipeline.Encoded(encoder, *splits), cache.manifest["data"]
 
 
+def _data_identity(encoded: pipeline.Encoded, data_info: dict) -> str:
+    """What a checkpoint must have been trained on to resume here: the
+    encoder's fingerprint and the rows of each split."""
+    with tempfile.TemporaryDirectory(prefix="slimctr-encoder-") as folder:
+        encoded.encoder.save(folder)
+        fingerprint = encoder_sha256(folder)
+    rows = "/".join(
+        str(len(part)) for part in (encoded.train, encoded.valid, encoded.test)
+    )
+    return f"encoder {fingerprint[:16]}, rows {rows}"
+
+
 def _train(args: argparse.Namespace, world: World) -> int:
     config = _config(args)
     check_out_folder(args.out, "artifact", (args.cache, args.data))
@@ -154,7 +167,9 @@ def _train(args: argparse.Namespace, world: World) -> int:
         logger.warning(
             "%s exists; starting afresh (use --resume to continue)", checkpoint
         )
-    checkpointing = Checkpointing(checkpoint, resume=args.resume)
+    checkpointing = Checkpointing(
+        checkpoint, resume=args.resume, data=_data_identity(encoded, data_info)
+    )
     started = time.perf_counter()
     result = pipeline.train_baseline(
         config,

@@ -68,3 +68,41 @@ def test_stale_temporaries_are_removed(tmp_path):
     (tmp_path / "keep.txt").write_text("x")
     assert remove_stale_temporaries(tmp_path) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_damage_inside_a_tensor_is_found(tmp_path):
+    path = save_checkpoint(tmp_path / CHECKPOINT_FILE, {"w": torch.zeros(50_000)})
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = b"\x07" * 64  # inside the zeros, still loadable
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(path)
+
+
+def test_a_pickle_inside_a_well_formed_checkpoint_is_refused(tmp_path):
+    import hashlib
+    import io
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    inner = io.BytesIO()
+    torch.save({"x": Payload()}, inner)
+    data = inner.getvalue()
+    path = tmp_path / CHECKPOINT_FILE
+    torch.save(
+        {
+            "format": "slimctr-checkpoint",
+            "format_version": 2,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "state": torch.frombuffer(bytearray(data), dtype=torch.uint8),
+        },
+        path,
+    )
+    with pytest.raises(CheckpointError, match="more than tensors and plain values"):
+        load_checkpoint(path)
+    assert not marker.exists()

@@ -117,3 +117,31 @@ def test_resumed_training_ends_where_an_uninterrupted_run_ends(tmp_path, monkeyp
     ]
     for name, value in whole.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[name], value), name
+
+
+def test_a_checkpoint_resumes_only_on_its_own_data(tmp_path, monkeypatch):
+    import ctr.train as train_module
+    from ctr.checkpoint import CheckpointError
+    from ctr.train import Checkpointing
+
+    raw = planted_batch(2000)
+    encoder = Encoder.fit(raw, min_count=1)
+    rows = encoder.transform(raw)
+    config = TrainConfig(batch_size=128, epochs=2, checkpoint_every=3)
+    real_save = train_module.save_checkpoint
+
+    def stop_after_first(path, state):
+        real_save(path, state)
+        raise KeyboardInterrupt
+
+    path = tmp_path / "checkpoint.pt"
+    model = WideDeep(ModelConfig(4, (8,)), encoder.num_embeddings, 26)
+    monkeypatch.setattr(train_module, "save_checkpoint", stop_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, rows, rows, config, checkpointing=Checkpointing(path, data="A"))
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    with pytest.raises(CheckpointError, match="written for other data"):
+        fit(model, rows, rows, config, checkpointing=Checkpointing(path, True, "B"))
+    changed = TrainConfig(batch_size=64, epochs=2, checkpoint_every=3)
+    with pytest.raises(CheckpointError, match="batch_size 128 -> 64"):
+        fit(model, rows, rows, changed, checkpointing=Checkpointing(path, True, "A"))
