@@ -39,6 +39,9 @@ from data.split import Split
 logger = logging.getLogger(__name__)
 
 INTERMEDIATE_PREFIX = ".intermediate-"
+# the new cache is built in a hidden folder and moved in once whole, so a
+# failed run leaves the cache that was there before untouched
+STAGE_PREFIX = ".new-cache-"
 # Rows per chunk: memory stays bounded, and every array of a chunk (the
 # largest is (rows, num_sparse) int64, 17 MB) stays under glibc's 32 MB mmap
 # threshold, so its memory is reused chunk after chunk instead of being mapped
@@ -129,9 +132,10 @@ def prepare_cache(
     out = Path(out)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    _clear(out)
+    _remove_leftovers(out)
 
     started = time.perf_counter()
+    stage = Path(tempfile.mkdtemp(dir=out, prefix=STAGE_PREFIX))
     try:
         folder = tempfile.mkdtemp(dir=out, prefix=INTERMEDIATE_PREFIX)
         storage = _Storage(reader.schema, config.split_seed is not None)
@@ -139,15 +143,18 @@ def prepare_cache(
             sources = _read(paths, reader, storage, store, config, bars)
             assignment = _Assignment.of(store, config)
             encoder = _fit(storage, store, assignment, config, bars)
-            encoder.save(out)
-            (out / VOCABULARY_FILE).chmod(0o644)  # safetensors writes 0600
-            splits = _encode(storage, store, assignment, encoder, out, config, bars)
+            encoder.save(stage)
+            (stage / VOCABULARY_FILE).chmod(0o644)  # safetensors writes 0600
+            splits = _encode(storage, store, assignment, encoder, stage, config, bars)
     except BaseException:
-        for name in SPLITS:
-            shutil.rmtree(out / name, ignore_errors=True)
+        shutil.rmtree(stage, ignore_errors=True)
         if created:  # leave no folder behind that was not there before
             shutil.rmtree(out, ignore_errors=True)
         raise
+    _clear(out)
+    for entry in stage.iterdir():
+        os.replace(entry, out / entry.name)
+    stage.rmdir()
 
     manifest = _manifest(out, encoder, sources, assignment, splits, config)
     write_manifest(out, manifest)
@@ -455,18 +462,23 @@ def _check_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 def _clear(out: Path) -> None:
-    """Make ``out`` ready for a new cache: the manifest goes first, so a
-    failure from here on never leaves a cache that looks whole."""
+    """Remove the old cache from ``out`` to make room for the new one: the
+    manifest goes first, so a failure from here on never leaves a cache that
+    looks whole."""
     (out / MANIFEST).unlink(missing_ok=True)
     for name in SPLITS:
-        folder = out / name
-        if folder.is_dir():
-            for path in folder.glob("shard-*.npy"):
-                path.unlink()
+        shutil.rmtree(out / name, ignore_errors=True)
         (out / f"{name}.safetensors").unlink(missing_ok=True)  # a version 1 cache
-    for stale in out.glob(INTERMEDIATE_PREFIX + "*"):
-        logger.warning("removing %s, left by an earlier prepare that was killed", stale)
-        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Delete what an earlier prepare that was killed left in ``out``."""
+    for prefix in (INTERMEDIATE_PREFIX, STAGE_PREFIX):
+        for stale in out.glob(prefix + "*"):
+            logger.warning(
+                "removing %s, left by an earlier prepare that was killed", stale
+            )
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _manifest(

@@ -156,6 +156,19 @@ def test_preparing_again_replaces_the_old_cache(tmp_path, two_files):
     ]
 
 
+def test_a_failed_prepare_keeps_the_cache_that_was_there(tmp_path, two_files):
+    _, paths = two_files
+    out = tmp_path / "cache"
+    prepare_cache(paths, out, criteo_reader())
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    bad = tmp_path / "bad.tsv"
+    bad.write_bytes(paths[0].read_bytes() + b"2" + b"\t" * 39 + b"\n")
+    with pytest.raises(BadLinesError):
+        prepare_cache([paths[1], bad], out, criteo_reader())
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert len(open_cache(out).train) == len(open_cache(out).train.read_all())
+
+
 def test_inputs_are_checked_first(tmp_path, two_files):
     _, paths = two_files
     out = tmp_path / "cache"
