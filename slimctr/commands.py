@@ -98,10 +98,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     world = init_from_env()
     if not world.is_main:  # one copy of the log lines, from rank 0
         logging.getLogger().setLevel(logging.WARNING)
-    try:
-        return _train(args, world)
-    finally:
-        shutdown(world)
+    # leave the group together only after success: a rank that failed or was
+    # interrupted must not wait in a barrier the others never reach
+    code = _train(args, world)
+    shutdown(world)
+    return code
 
 
 def _training_cache(folder: Path, config: Config) -> tuple[pipeline.Encoded, dict]:

@@ -4,8 +4,9 @@
 --nproc_per_node N -m slimctr.cli train ...`` without ``--nproc``: the
 rendezvous stays on this machine, and every rank runs the same command.
 torchrun replaces the ``slimctr`` process (same pid), and each rank asks the
-kernel to stop it when its parent dies, so killing that pid, even with
-SIGKILL, stops the whole run.
+kernel to kill it when its parent dies, so killing that pid, even with
+SIGKILL, stops the whole run (a rank blocked in a collective could not act on
+a gentler signal; checkpoints are atomic, so nothing half-written is left).
 """
 
 import ctypes
@@ -60,13 +61,13 @@ def relaunch(argv: list[str], nproc: int, threads: int) -> None:
 
 
 def stop_with_parent() -> None:
-    """Ask for SIGTERM when the parent (torchrun) dies; a no-op off Linux."""
+    """Ask for SIGKILL when the parent (torchrun) dies; a no-op off Linux."""
     if not sys.platform.startswith("linux"):
         return
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         return
     if os.getppid() == 1:  # the parent died before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGKILL)
