@@ -7,10 +7,8 @@ only when one of them runs, so the parser and the light commands start fast.
 
 import argparse
 import logging
-import queue
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -31,6 +29,7 @@ from ctr.train import Checkpointing
 from ctr.wide_deep import count_params
 from data.bad_lines import SkipCounter
 from data.encoder import MISSING_ID, OOV_ID, EncodedBatch
+from data.prefetch import prefetch
 from data.reader import iter_rows, read_rows
 from data.shards import encoder_sha256, open_cache
 from data.split import Split
@@ -293,46 +292,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prefetch(iterator, depth: int = 2):
-    """Yield ``iterator``'s items while a background thread reads ahead.
-
-    Parsing the next chunk overlaps encoding and scoring this one; numpy and
-    pandas release the GIL for most of both. An error in the reader is raised
-    here, in order.
-    """
-    items: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in iterator:
-                while not stop.is_set():
-                    try:
-                        items.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            items.put(done)
-        except BaseException as err:  # handed to the consumer, raised there
-            items.put(err)
-
-    thread = threading.Thread(target=produce, name="slimctr-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = items.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-
-
 def _write_scores(
     scorer: LeanScorer, batches, path: Path, quiet: bool
 ) -> tuple[int, np.ndarray]:
@@ -372,7 +331,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         chunk_rows=SCORE_CHUNK_ROWS,
         skipped=skipped,
     )
-    batches = _prefetch(chunks)
+    batches = prefetch(chunks)
     out.parent.mkdir(parents=True, exist_ok=True)
     # write beside the target and rename at the end: a failed run leaves any
     # earlier output intact and no partial file behind
