@@ -216,7 +216,8 @@ def _read_file(
         for batch in batches:
             if batch.labels is None:
                 raise ValueError(
-                    f"{path}: has no label column; prepare needs labeled rows"
+                    f"{path}: has no label column ({reader.schema.label!r} for "
+                    f"the schema {reader.schema.name}); prepare needs labeled rows"
                 )
             codes = None if draw is None else draw(len(batch))
             store.append(**storage.stored(batch, codes))

@@ -7,6 +7,7 @@ only when one of them runs, so the parser and the light commands start fast.
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -21,7 +22,7 @@ from compression.prune_config import PruneConfig
 from compression.sensitivity import allocate, sensitivity
 from compression.sensitivity_plot import plot_sensitivity
 from ctr.batches import Shuffle
-from ctr.checkpoint import CHECKPOINT_FILE
+from ctr.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 from ctr.config import Config, config_to_dict, load_config
 from ctr.distributed import World, init_from_env, shutdown
 from ctr.metrics import evaluate
@@ -91,6 +92,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc > 1 and not launch.under_torchrun():
         config = _config(args)
         Shuffle(config.train.batch_size, world=args.nproc)  # checks the split
+        if args.resume:  # refused here rather than in every rank
+            _check_resume_world(Path(args.out) / CHECKPOINT_FILE, args.nproc)
         launch.relaunch(args.argv, args.nproc, args.threads or 1)
     if launch.under_torchrun():
         launch.stop_with_parent()
@@ -101,6 +104,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     # interrupted must not wait in a barrier the others never reach
     code = _train(args, world)
     shutdown(world)
+    if world.distributed:
+        # end here: at interpreter exit gloo's threads sometimes abort the
+        # process ("terminate called without an active exception") after the
+        # work is done; every file is closed and written by now
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
     return code
 
 
@@ -126,6 +137,15 @@ def _training_cache(folder: Path, config: Config) -> tuple[pipeline.Encoded, dic
         for split in (cache.train, cache.valid, cache.test)
     ]
     return pipeline.Encoded(encoder, *splits), cache.manifest["data"]
+
+
+def _check_resume_world(path: Path, nproc: int) -> None:
+    saved = load_checkpoint(path).get("world_size")
+    if saved != nproc:
+        raise CheckpointError(
+            f"{path}: written by {saved} process(es), resumed by {nproc}; resume "
+            "with the same --nproc"
+        )
 
 
 def _data_identity(encoded: pipeline.Encoded, data_info: dict) -> str:
