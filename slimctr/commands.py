@@ -122,6 +122,7 @@ def _training_cache(folder: Path, config: Config) -> tuple[pipeline.Encoded, dic
     encoder = cache.encoder
     for name, used in (
         ("min_count", encoder.min_count),
+        ("max_vocab", cache.manifest.get("encoder", {}).get("max_vocab")),
         ("dense_buckets", encoder.dense_buckets),
     ):
         if used != getattr(config, name):
