@@ -60,7 +60,7 @@ class TrainConfig:
     Attributes:
         batch_size: rows per optimiser step.
         learning_rate: Adam step size for the dense layers.
-        embedding_learning_rate: SparseAdam step size for the embedding tables.
+        embedding_learning_rate: lazy Adam (RowAdam) step size for the tables.
         embedding_l2: L2 penalty on the embedding rows a batch looks up.
         epochs: upper bound on passes over the training rows.
         patience: evaluations without a better validation AUC before stopping.
