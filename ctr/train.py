@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -350,7 +350,7 @@ class _Trainer:
     def state(self) -> dict:
         """Everything needed to continue: weights, optimisers, RNGs, position."""
         return {
-            "train_config": _config_dict(self.config),
+            "train_config": asdict(self.config),
             "world_size": self.world.size,
             "data": self.checkpointing.data if self.checkpointing else "",
             "model": self.model.state_dict(),
@@ -379,7 +379,7 @@ class _Trainer:
     def restore(self, state: dict) -> None:
         """Continue from :meth:`state`; refuses a checkpoint of another setup."""
         path = self.checkpointing.path if self.checkpointing else "checkpoint"
-        saved, current = state.get("train_config") or {}, _config_dict(self.config)
+        saved, current = state.get("train_config") or {}, asdict(self.config)
         if saved != current:
             changed = sorted(
                 f"{k} {saved.get(k)!r} -> {current.get(k)!r}"
@@ -455,7 +455,3 @@ def _check_rows(train, valid) -> None:
             raise ValueError(f"{name}: labels are required to fit a model")
     if len(train) == 0 or len(valid) == 0:
         raise ValueError(f"train/valid: need rows, got {len(train)} / {len(valid)}")
-
-
-def _config_dict(config: TrainConfig) -> dict:
-    return {name: getattr(config, name) for name in config.__dataclass_fields__}

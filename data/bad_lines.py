@@ -133,3 +133,36 @@ class SkipCounter:
 
     def __str__(self) -> str:
         return self.summary()
+
+
+class FaultLog:
+    """The faults a reader found in one file: the first ``MAX_LISTED`` as
+    ``BadLine``s in line order, and counts of all bad lines and faults.
+
+    Readers add the faults of each piece of the file in order, through
+    :meth:`record`; :meth:`error` makes the error to raise at the end.
+    """
+
+    def __init__(self, path: str, fix: str | None = None) -> None:
+        self.path = path
+        self.fix = fix
+        self.listed: list[BadLine] = []
+        self.total = 0
+        self.num_faults = 0
+
+    def record(self, bad_lines: int, faults: int, listed: Iterable[BadLine]) -> None:
+        """Count ``bad_lines`` lines holding ``faults`` faults, and list some.
+
+        Each call lists at most ``MAX_LISTED`` faults of its piece, all after
+        those of earlier pieces, so sorting and cutting keeps the first ones
+        overall.
+        """
+        self.total += bad_lines
+        self.num_faults += faults
+        self.listed.extend(listed)
+        self.listed.sort(key=lambda b: b.line)  # stable: columns stay in order
+        del self.listed[MAX_LISTED:]
+
+    def error(self) -> BadLinesError:
+        extra = {} if self.fix is None else {"fix": self.fix}
+        return BadLinesError(self.listed, self.total, self.num_faults, **extra)

@@ -22,7 +22,7 @@ import pandas as pd
 from data.bad_lines import (
     MAX_LISTED,
     BadLine,
-    BadLinesError,
+    FaultLog,
     SkipCounter,
     check_on_bad_lines,
 )
@@ -861,16 +861,8 @@ def _detail(column: str, text: str | bytes) -> str:
     return f"{_quote(text)} is not an integer"
 
 
-class _FaultLog:
-    """The faults found so far: the first ``MAX_LISTED`` as ``BadLine``s, and
-    counts of all bad lines and faults."""
-
-    def __init__(self, path: str, fix: str | None = None) -> None:
-        self.path = path
-        self.fix = fix
-        self.listed: list[BadLine] = []
-        self.total = 0
-        self.num_faults = 0
+class _FaultLog(FaultLog):
+    """Faults of the Criteo byte reader, from its parsed pieces."""
 
     def add(self, lines: np.ndarray, bad: np.ndarray, columns, text) -> None:
         """Count the faults ``bad`` ``(g, k)`` of the parsed ``lines``; ``text``
@@ -878,36 +870,29 @@ class _FaultLog:
         if not bad.any():
             return
         rows, cols = np.nonzero(bad)  # row-major: by line, then column
-        self.total += int(bad.any(1).sum())
-        self.num_faults += len(rows)
+        listed = []
         for row, col in zip(rows[:MAX_LISTED], cols[:MAX_LISTED], strict=True):
             name = columns[col]
             detail = _detail(name, text(row, name))
-            line = int(lines[row])
-            self.listed.append(BadLine(self.path, line, name, _reason(name), detail))
-        self._trim()
+            listed.append(
+                BadLine(self.path, int(lines[row]), name, _reason(name), detail)
+            )
+        self.record(int(bad.any(1).sum()), len(rows), listed)
 
     def add_wrong_counts(self, split: _Lines, num_fields: int) -> None:
         """Count the lines of ``split`` whose field count is wrong."""
-        self.total += len(split.wrong_lines)
-        self.num_faults += len(split.wrong_lines)
         wrong = zip(split.wrong_lines, split.wrong_counts, strict=True)
-        for line, count in itertools.islice(wrong, MAX_LISTED):
-            detail = f"expected {num_fields} fields, found {count}"
-            self.listed.append(
-                BadLine(self.path, int(line), None, "field_count", detail)
+        listed = [
+            BadLine(
+                self.path,
+                int(line),
+                None,
+                "field_count",
+                f"expected {num_fields} fields, found {count}",
             )
-        self._trim()
-
-    def _trim(self) -> None:
-        # Each add lists at most MAX_LISTED faults of its piece, all after those
-        # of earlier pieces, so sorting and cutting keeps the first ones overall.
-        self.listed.sort(key=lambda b: b.line)  # stable: columns stay in order
-        del self.listed[MAX_LISTED:]
-
-    def error(self) -> BadLinesError:
-        extra = {} if self.fix is None else {"fix": self.fix}
-        return BadLinesError(self.listed, self.total, self.num_faults, **extra)
+            for line, count in itertools.islice(wrong, MAX_LISTED)
+        ]
+        self.record(len(split.wrong_lines), len(split.wrong_lines), listed)
 
 
 # --- small helpers -----------------------------------------------------------

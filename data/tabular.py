@@ -25,7 +25,7 @@ import pandas as pd
 from data.bad_lines import (
     MAX_LISTED,
     BadLine,
-    BadLinesError,
+    FaultLog,
     SkipCounter,
     check_on_bad_lines,
 )
@@ -357,37 +357,28 @@ def hash_strings(values: np.ndarray) -> np.ndarray:
 # --- faults --------------------------------------------------------------------
 
 
-class _FaultLog:
-    """The first ``MAX_LISTED`` faults as ``BadLine``s, and counts of all."""
-
-    def __init__(self, path: str, fix: str | None = None) -> None:
-        self.path = path
-        self.fix = fix
-        self.listed: list[BadLine] = []
-        self.total = 0
-        self.num_faults = 0
+class _FaultLog(FaultLog):
+    """Faults of the schema reader, from its checked chunks."""
 
     def add(self, faults: _Faults, text: pd.DataFrame, lines: np.ndarray) -> None:
         if not faults.any():
             return
         rows, cols = np.nonzero(faults.bad)  # by line, then column
-        self.total += int(faults.bad.any(1).sum())
-        self.num_faults += len(rows)
+        listed = []
         for row, col in zip(rows[:MAX_LISTED], cols[:MAX_LISTED], strict=True):
             name = faults.columns[col]
             value = str(text[name].iloc[row])
             detail = _detail(faults.expected[col], value)
-            self.listed.append(
+            listed.append(
                 BadLine(self.path, int(lines[row]), name, faults.reasons[col], detail)
             )
-        self._trim()
+        self.record(int(faults.bad.any(1).sum()), len(rows), listed)
 
     def add_wrong_counts(
         self, numbers: np.ndarray, counts: np.ndarray, expected: int
     ) -> None:
         """Count the lines ``numbers`` whose field ``counts`` are wrong."""
-        self.total += len(numbers)
-        self.num_faults += len(numbers)
+        listed = []
         for number, count in zip(
             numbers[:MAX_LISTED], counts[:MAX_LISTED], strict=True
         ):
@@ -397,18 +388,8 @@ class _FaultLog:
                     "a quoted field is not closed, or text follows its closing "
                     "quote (a field may not hold a line break)"
                 )
-            self.listed.append(
-                BadLine(self.path, int(number), None, "field_count", detail)
-            )
-        self._trim()
-
-    def _trim(self) -> None:
-        self.listed.sort(key=lambda b: b.line)  # stable: columns stay in order
-        del self.listed[MAX_LISTED:]
-
-    def error(self) -> BadLinesError:
-        extra = {} if self.fix is None else {"fix": self.fix}
-        return BadLinesError(self.listed, self.total, self.num_faults, **extra)
+            listed.append(BadLine(self.path, int(number), None, "field_count", detail))
+        self.record(len(numbers), len(numbers), listed)
 
 
 def _count_skipped(counter: SkipCounter, faults: _Faults) -> None:

@@ -42,28 +42,20 @@ PREPARE_WORKERS = 2
 # ---------------------------------------------------------------- arguments
 
 
-def _positive_int(text: str, high: int | None = None) -> int:
+def _positive_int(text: str, high: int | None = None, low: int = 1) -> int:
     try:
         value = int(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from err
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
     if high is not None and value > high:
         raise argparse.ArgumentTypeError(f"expected at most {high:,}, got {value:,}")
     return value
 
 
 def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from err
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer in [0, 2**63), got {value}"
-        )
-    return value
+    return _positive_int(text, high=2**63 - 1, low=0)
 
 
 def _threads(text: str) -> int:

@@ -115,9 +115,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     return code
 
 
-def _training_cache(folder: Path, config: Config) -> tuple[pipeline.Encoded, dict]:
-    """The cache's splits: read whole when one shuffle window holds them, else
-    memory-mapped and read a window at a time."""
+def _training_cache(folder: Path, config: Config) -> tuple[pipeline.Encoded, dict, str]:
+    """The cache's splits (read whole when one shuffle window holds them, else
+    memory-mapped and read a window at a time), its data description and its
+    encoder's fingerprint."""
     cache = open_cache(folder)
     encoder = cache.encoder
     for name, used in (
@@ -137,7 +138,8 @@ def _training_cache(folder: Path, config: Config) -> tuple[pipeline.Encoded, dic
         split.read_all() if len(split) <= window else split
         for split in (cache.train, cache.valid, cache.test)
     ]
-    return pipeline.Encoded(encoder, *splits), cache.manifest["data"]
+    encoded = pipeline.Encoded(encoder, *splits)
+    return encoded, cache.manifest["data"], cache.manifest["encoder_sha256"]
 
 
 def _check_resume_world(path: Path, nproc: int) -> None:
@@ -149,12 +151,13 @@ def _check_resume_world(path: Path, nproc: int) -> None:
         )
 
 
-def _data_identity(encoded: pipeline.Encoded, data_info: dict) -> str:
+def _data_identity(encoded: pipeline.Encoded, fingerprint: str | None) -> str:
     """What a checkpoint must have been trained on to resume here: the
-    encoder's fingerprint and the rows of each split."""
-    with tempfile.TemporaryDirectory(prefix="slimctr-encoder-") as folder:
-        encoded.encoder.save(folder)
-        fingerprint = encoder_sha256(folder)
+    encoder's fingerprint (computed when not known) and the rows of each split."""
+    if fingerprint is None:
+        with tempfile.TemporaryDirectory(prefix="slimctr-encoder-") as folder:
+            encoded.encoder.save(folder)
+            fingerprint = encoder_sha256(folder)
     rows = "/".join(
         str(len(part)) for part in (encoded.train, encoded.valid, encoded.test)
     )
@@ -174,8 +177,9 @@ def _train(args: argparse.Namespace, world: World) -> int:
             "use them with --data"
         )
     if args.cache is not None:
-        encoded, data_info = _training_cache(args.cache, config)
+        encoded, data_info, fingerprint = _training_cache(args.cache, config)
     else:
+        fingerprint = None
         split = args.split or Split()
         dataset = load_dataset(
             args.data, split, args.format, args.on_bad_lines, input_schema(args)
@@ -189,7 +193,7 @@ def _train(args: argparse.Namespace, world: World) -> int:
             "%s exists; starting afresh (use --resume to continue)", checkpoint
         )
     checkpointing = Checkpointing(
-        checkpoint, resume=args.resume, data=_data_identity(encoded, data_info)
+        checkpoint, resume=args.resume, data=_data_identity(encoded, fingerprint)
     )
     started = time.perf_counter()
     result = pipeline.train_baseline(
