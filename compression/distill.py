@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ctr.config import TrainConfig
+from ctr.config import ModelConfig, TrainConfig
 from ctr.metrics import Metrics, evaluate
 from ctr.train import fit, predict, tensors
 from ctr.wide_deep import WideDeep
@@ -50,6 +50,18 @@ class DistillConfig:
             raise ValueError(
                 f"temperature: expected a finite number > 0, got {self.temperature}"
             )
+
+
+def smaller(config: ModelConfig, shrink: float = 0.5) -> ModelConfig:
+    """A student's shape: the teacher's embedding width and hidden layers times
+    ``shrink``, rounded, at least 2 dimensions and 4 units a layer."""
+    if isinstance(shrink, bool) or not 0.0 < shrink <= 1.0:
+        raise ValueError(f"shrink: expected a share in (0, 1], got {shrink}")
+    return ModelConfig(
+        embedding_dim=max(2, round(config.embedding_dim * shrink)),
+        hidden_units=tuple(max(4, round(u * shrink)) for u in config.hidden_units),
+        dropout=config.dropout,
+    )
 
 
 @dataclass

@@ -1,9 +1,13 @@
 """Iterative prune → fine-tune: structured neuron pruning and embedding rows.
 
-Each step ranks hidden neurons and vocabulary rows by norm, keeps the share
-the schedule allows, physically thins the model and fine-tunes it. Validation
-AUC is measured after every step; the first step that falls more than
-``max_auc_drop`` below the unpruned model is rolled back and pruning stops.
+First, a frequency cut-off (:mod:`compression.cutoff`) folds the rarest values
+into oov, its count chosen on validation within a share of the budget. Then
+each step ranks hidden neurons and vocabulary rows, keeps the share the
+schedule allows, physically thins the model and fine-tunes it; when
+fine-tuning does not raise validation AUC, the step keeps its pruned weights
+as they were. Validation AUC is measured after every step; the first step
+that falls more than ``max_auc_drop`` below the unpruned model is rolled back
+and pruning stops.
 """
 
 import logging
@@ -14,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 
+from compression.cutoff import CutoffTrial, choose_cutoff, frequency_keep
 from compression.importance import (
     embedding_dim_importance,
     embedding_row_frequency,
@@ -41,7 +46,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StepRecord:
-    """One row of the compression table; step 0 is the unpruned model."""
+    """One row of the compression table; step 0 is the unpruned model.
+
+    ``stage`` is "start", "cut-off" (rows seen fewer than ``min_count`` times
+    in training folded into oov) or "prune" (a schedule step).
+    """
 
     step: int
     neuron_sparsity: float
@@ -55,6 +64,8 @@ class StepRecord:
     embedding_dim: int
     vocabulary_rows: int
     rolled_back: bool = False
+    stage: str = "prune"
+    min_count: int = 0
 
     def as_dict(self) -> dict:
         return {**asdict(self), "hidden_units": list(self.hidden_units)}
@@ -73,6 +84,7 @@ class PruneResult:
     steps: list[StepRecord] = field(default_factory=list)
     chosen_step: int = 0
     snapshots: list[tuple[WideDeep, Encoder]] = field(default_factory=list)
+    cutoff: list[CutoffTrial] = field(default_factory=list)
 
 
 def _targets(config: PruneConfig) -> list[tuple[float, float, float]]:
@@ -189,8 +201,10 @@ def prune_gradually(
         ),
     )
 
-    def record(step: int, current: WideDeep, current_encoder: Encoder) -> StepRecord:
-        metrics = evaluate(valid.labels, predict(current, valid))
+    def record(  # rows_in: validation rows encoded for ``current``
+        step: int, current: WideDeep, current_encoder: Encoder, rows_in: EncodedBatch
+    ) -> StepRecord:
+        metrics = evaluate(rows_in.labels, predict(current, rows_in))
         rows = sum(len(v) for v in current_encoder.vocabularies)
         return StepRecord(
             step=step,
@@ -207,24 +221,57 @@ def prune_gradually(
             vocabulary_rows=rows,
         )
 
-    start = record(0, model, encoder)
+    start = replace(record(0, model, encoder, valid), stage="start")
     result = PruneResult(
         model=model, encoder=encoder, steps=[start], snapshots=[(model, encoder)]
     )
     floor = start.valid_auc - config.max_auc_drop
     current, current_encoder = model, encoder
-    for step, (neurons, rows, dims) in enumerate(_targets(config), start=1):
-        current = prune_neurons(
+
+    def accept(entry: StepRecord) -> None:
+        result.steps.append(entry)
+        result.snapshots.append((current, current_encoder))
+        result.model, result.encoder = current, current_encoder
+        result.chosen_step = entry.step
+
+    step = 0
+    if config.cutoff_share > 0:
+        frequency = embedding_row_frequency(model, torch.from_numpy(train.sparse_ids))
+        cutoff_floor = start.valid_auc - config.cutoff_share * config.max_auc_drop
+        min_count, result.cutoff = choose_cutoff(model, frequency, valid, cutoff_floor)
+        if min_count:
+            keep = frequency_keep(model, frequency, min_count)
+            current = thin_embedding_rows(model, keep)
+            current_encoder = encoder.keep_rows(keep)
+            train, valid = remap_ids(train, keep), remap_ids(valid, keep)
+            step = 1
+            accept(
+                replace(
+                    record(step, current, current_encoder, valid),
+                    stage="cut-off",
+                    min_count=min_count,
+                )
+            )
+            logger.info(
+                "cut-off: values seen fewer than %d times folded into oov, "
+                "%d rows left",
+                min_count,
+                result.steps[-1].vocabulary_rows,
+            )
+
+    for neurons, rows, dims in _targets(config):
+        step += 1
+        candidate = prune_neurons(
             current, original_units, neurons, config.norm, config.neuron_threshold
         )
-        current = prune_dims(current, original_dim, dims, config.norm)
+        candidate = prune_dims(candidate, original_dim, dims, config.norm)
         frequency = None
         if config.row_criterion != "norm":
             frequency = embedding_row_frequency(
-                current, torch.from_numpy(train.sparse_ids)
+                candidate, torch.from_numpy(train.sparse_ids)
             )
-        current, keep = prune_rows(
-            current,
+        candidate, keep = prune_rows(
+            candidate,
             original_rows,
             rows,
             config.norm,
@@ -232,11 +279,11 @@ def prune_gradually(
             frequency,
             weighted=config.row_criterion == "impact",
         )
-        current_encoder = current_encoder.keep_rows(keep)
-        train, valid = remap_ids(train, keep), remap_ids(valid, keep)
-        fit(current, train, valid, fine_tune, progress=progress)
+        candidate_encoder = current_encoder.keep_rows(keep)
+        step_train, step_valid = remap_ids(train, keep), remap_ids(valid, keep)
+        _fine_tune(candidate, step_train, step_valid, fine_tune, progress)
 
-        entry = record(step, current, current_encoder)
+        entry = record(step, candidate, candidate_encoder, step_valid)
         logger.info(
             "step %d sparsity %.3f params %d bytes %d valid_auc %.4f",
             step,
@@ -254,11 +301,32 @@ def prune_gradually(
                 floor,
             )
             break
-        result.steps.append(entry)
-        result.snapshots.append((current, current_encoder))
-        result.model, result.encoder, result.chosen_step = (
-            current,
-            current_encoder,
-            step,
-        )
+        current, current_encoder = candidate, candidate_encoder
+        train, valid = step_train, step_valid
+        accept(entry)
     return result
+
+
+def _fine_tune(
+    model: WideDeep,
+    train: EncodedBatch,
+    valid: EncodedBatch,
+    config: TrainConfig,
+    progress: bool,
+) -> None:
+    """Fine-tune ``model`` in place, unless that lowers its validation AUC.
+
+    Training more epochs on the rows a model has already fitted can overfit
+    it; then the pruned weights are kept as they were.
+    """
+    before = evaluate(valid.labels, predict(model, valid)).auc
+    pruned = {k: v.clone() for k, v in model.state_dict().items()}
+    fit(model, train, valid, config, progress=progress)
+    after = evaluate(valid.labels, predict(model, valid)).auc
+    if before > after or (math.isnan(after) and not math.isnan(before)):
+        logger.info(
+            "fine-tuning lowered valid AUC %.4f -> %.4f; pruned weights kept",
+            before,
+            after,
+        )
+        model.load_state_dict(pruned)

@@ -27,6 +27,10 @@ class PruneConfig:
             their weights, "frequency" by how often training rows look them
             up, "impact" by the product of the two (a row's total weight in
             the training logits), which never folds a frequent value.
+        cutoff_share: share of ``max_auc_drop`` that the frequency cut-off may
+            spend before the schedule starts: values seen too rarely in
+            training are folded into oov, at the highest count that keeps
+            validation AUC within it. 0 skips the cut-off.
         neuron_threshold: λ mode: when set, neurons whose importance is at
             most this are removed in one step, instead of a target sparsity.
         row_threshold: λ mode for vocabulary rows, likewise.
@@ -45,9 +49,10 @@ class PruneConfig:
     schedule: str = "agp"
     norm: str = "l2"
     row_criterion: str = "impact"
+    cutoff_share: float = 0.5
     neuron_threshold: float | None = None
     row_threshold: float | None = None
-    fine_tune_epochs: int = 2
+    fine_tune_epochs: int = 1
     fine_tune_lr_scale: float = 0.3
     max_auc_drop: float = 0.005
 
@@ -76,6 +81,10 @@ class PruneConfig:
             value = getattr(self, name)
             if value is not None and not value >= 0:
                 raise ValueError(f"{name}: expected a threshold >= 0, got {value}")
+        if isinstance(self.cutoff_share, bool) or not 0 <= self.cutoff_share <= 1:
+            raise ValueError(
+                f"cutoff_share: expected a share in [0, 1], got {self.cutoff_share}"
+            )
         if not 0 < self.fine_tune_lr_scale <= 1:
             raise ValueError(
                 "fine_tune_lr_scale: expected a share in (0, 1], "

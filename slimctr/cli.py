@@ -76,6 +76,16 @@ def _share(text: str) -> float:
     return value
 
 
+def _unit_share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from err
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 1], got {value}")
+    return value
+
+
 def _non_negative(text: str) -> float:
     try:
         value = float(text)
@@ -193,6 +203,15 @@ def _add_pruning(parser: argparse.ArgumentParser) -> None:
         f"(default {defaults.row_criterion})",
     )
     parser.add_argument(
+        "--cutoff-share",
+        type=_unit_share,
+        default=defaults.cutoff_share,
+        help="share of --max-auc-drop that the frequency cut-off may spend: "
+        "values seen too rarely in training are folded into oov before pruning, "
+        "at the highest count that stays within it on validation; 0 skips it "
+        f"(default {defaults.cutoff_share})",
+    )
+    parser.add_argument(
         "--neuron-threshold",
         type=_non_negative,
         help="λ mode: remove neurons whose importance is at most this, in one step",
@@ -220,6 +239,17 @@ def _add_pruning(parser: argparse.ArgumentParser) -> None:
         default=defaults.fine_tune_epochs,
         help="epochs of fine-tuning after each step "
         f"(default {defaults.fine_tune_epochs})",
+    )
+
+
+def _add_student(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--student-shrink",
+        type=_share,
+        default=0.5,
+        help="also distil a student this share as wide as the last pruning "
+        "step (embedding width and hidden layers) and let the search consider "
+        "it; 0 skips the student (default 0.5)",
     )
 
 
@@ -480,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(p)
     _add_pruning(p)
     _add_storage(p)
+    _add_student(p)
     _add_reading(p)
     _add_schema(p, from_model=True)
     _add_threads(p)
@@ -600,6 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(p)
     _add_pruning(p)
     _add_storage(p)
+    _add_student(p)
     _add_reading(p)
     _add_schema(p)
     _add_threads(p)

@@ -73,10 +73,20 @@ def _prune_config(args: argparse.Namespace) -> PruneConfig:
         schedule=args.schedule,
         norm=args.norm,
         row_criterion=args.row_criterion,
+        cutoff_share=args.cutoff_share,
         neuron_threshold=args.neuron_threshold,
         row_threshold=args.row_threshold,
         fine_tune_epochs=args.fine_tune_epochs,
         max_auc_drop=args.max_auc_drop,
+    )
+
+
+def _student(args, pruned, dataset, config) -> tuple:
+    """``(source, summary)`` of the distilled student, or ``()`` without one."""
+    if not args.student_shrink:
+        return ()
+    return pipeline.distil_student(
+        pruned, dataset, config, args.student_shrink, progress=_progress(args)
     )
 
 
@@ -262,15 +272,23 @@ def cmd_compress(args: argparse.Namespace) -> int:
         artifact.model, encoded, _prune_config(args), config, progress=_progress(args)
     )
     steps = [s.as_dict() for s in result.steps]
+    student = _student(args, result, dataset, config)
     chosen, candidates = pipeline.search(
-        result, dataset, args.max_auc_drop, args.storage, args.objective
+        result,
+        dataset,
+        args.max_auc_drop,
+        args.storage,
+        args.objective,
+        extra=student[:1],
     )
     summary = {
         "config": vars(_prune_config(args)),
         "objective": args.objective,
         "max_auc_drop": args.max_auc_drop,
         "steps": steps,
+        "cutoff": [t.as_dict() for t in result.cutoff],
         "chosen_step": result.chosen_step,
+        "student": student[1] if student else None,
         "candidates": [c.figures for c in candidates],
         "chosen": chosen.figures,
     }
@@ -278,7 +296,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         **artifact.metadata,
         "compression": {"chosen": chosen.name, "objective": args.objective},
     }
-    model, encoder = pipeline.snapshot(result, chosen)
+    model, encoder = pipeline.snapshot(chosen)
     save_artifact(args.out, model, encoder, metadata, chosen.storage_type)
     write_json(Path(args.out) / "compress.json", summary)
     print(steps_table(steps))
@@ -530,14 +548,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         trained.model, encoded, prune_config, config, progress=_progress(args)
     )
     steps = [s.as_dict() for s in pruned.steps]
-    print(f"      measuring {len(pruned.snapshots)} steps x storages on validation")
+    if args.student_shrink:
+        print(f"      distilling a student {args.student_shrink}x as wide")
+    student = _student(args, pruned, dataset, config)
+    sources = len(pruned.snapshots) + len(student[:1])
+    print(f"      measuring {sources} models x storages on validation")
     chosen, candidates = pipeline.search(
-        pruned, dataset, prune_config.max_auc_drop, args.storage, args.objective
+        pruned,
+        dataset,
+        prune_config.max_auc_drop,
+        args.storage,
+        args.objective,
+        extra=student[:1],
     )
     compression = {"chosen": chosen.name, "objective": args.objective}
     save_artifact(
         out / "compressed",
-        *pipeline.snapshot(pruned, chosen),
+        *pipeline.snapshot(chosen),
         {**metadata, "compression": compression},
         chosen.storage_type,
     )
@@ -570,6 +597,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "objective": args.objective,
         "candidates": [c.figures for c in candidates],
         "steps": steps,
+        "cutoff": [t.as_dict() for t in pruned.cutoff],
+        "student": student[1] if student else None,
         "sensitivity": [asdict(row) for row in sensitivity_rows],
         "sensitivity_allocation": allocate(sensitivity_rows, prune_config.max_auc_drop),
         "test_auc_drop": pipeline.compare(

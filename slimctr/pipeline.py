@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from compression.distill import DistillConfig, distill, smaller
 from compression.prune import PruneConfig, PruneResult, prune_gradually
 from ctr.bootstrap import paired_auc_drop
 from ctr.config import Config
@@ -24,7 +25,14 @@ from serving.bench import benchmark
 from serving.scorer import Scorer
 from serving.storage import Storage
 from slimctr.dataset import Dataset
-from slimctr.search import STORAGES, Candidate, choose, measure_candidates
+from slimctr.search import (
+    STORAGES,
+    Candidate,
+    Source,
+    choose,
+    measure_candidates,
+    pruning_sources,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,20 +99,73 @@ def measure_bytes(
         return artifact_bytes(folder)["total"]
 
 
+def distil_student(
+    pruned: PruneResult,
+    dataset: Dataset,
+    config: Config,
+    shrink: float = 0.5,
+    progress: bool = False,
+) -> tuple[Source, dict]:
+    """A student ``shrink`` times as wide, distilled from the last accepted step.
+
+    The student shares its teacher's encoder (vocabulary and transforms), so
+    its bytes shrink in the tables' width and the layers, not the rows. It is
+    trained from scratch with ``config.train`` and the default label weight
+    and temperature.
+
+    Returns:
+        The student as a search source, and what the report says of it.
+    """
+    teacher, encoder = pruned.snapshots[-1]
+    train, valid = encoder.transform(dataset.train), encoder.transform(dataset.valid)
+    torch.manual_seed(config.train.seed)
+    student = WideDeep(
+        smaller(teacher.config, shrink), teacher.num_embeddings, teacher.num_dense
+    )
+    settings = DistillConfig()
+    result = distill(student, teacher, train, valid, settings, config.train, progress)
+    summary = {
+        "teacher": f"step{pruned.chosen_step}",
+        "alpha": settings.alpha,
+        "temperature": settings.temperature,
+        "shrink": shrink,
+        "hidden_units": list(student.config.hidden_units),
+        "embedding_dim": student.config.embedding_dim,
+        "teacher_valid_auc": result.teacher_valid.auc,
+        "valid_auc": result.best_valid.auc,
+        "epochs": result.epochs_run,
+    }
+    logger.info(
+        "student %s dim %d: valid AUC %.4f (teacher %.4f)",
+        summary["hidden_units"],
+        summary["embedding_dim"],
+        summary["valid_auc"],
+        summary["teacher_valid_auc"],
+    )
+    return Source("student", -1, result.model, encoder), summary
+
+
 def search(
     pruned: PruneResult,
     dataset: Dataset,
     max_auc_drop: float,
     storage: str = "auto",
     objective: str = "bytes",
+    extra: tuple[Source, ...] = (),
 ) -> tuple[Candidate, list[Candidate]]:
-    """Measure every step × storage candidate and choose one on validation.
+    """Measure every source × storage candidate and choose one on validation.
 
-    Test figures are measured for the report and play no part in the choice.
+    The sources are the accepted pruning steps and ``extra`` (a distilled
+    student). Test figures are measured for the report and play no part in
+    the choice.
     """
     storages = tuple(STORAGES) if storage == "auto" else (storage,)
     candidates = measure_candidates(
-        pruned, dataset.valid, dataset.test, measure_bytes, storages
+        [*pruning_sources(pruned), *extra],
+        dataset.valid,
+        dataset.test,
+        measure_bytes,
+        storages,
     )
     floor = pruned.steps[0].valid_auc - max_auc_drop
     return choose(candidates, floor, objective), candidates
@@ -129,10 +190,10 @@ def compress(
     )
 
 
-def snapshot(pruned: PruneResult, chosen: Candidate) -> tuple[WideDeep, Encoder]:
-    """The unrounded model and encoder of a candidate's step (storage applies
-    its rounding once, when the artifact is written)."""
-    return pruned.snapshots[chosen.step]
+def snapshot(chosen: Candidate) -> tuple[WideDeep, Encoder]:
+    """The unrounded model and encoder of a candidate (storage applies its
+    rounding once, when the artifact is written)."""
+    return chosen.source.model, chosen.source.encoder
 
 
 def summarise(scorer: Scorer, folder, test: EncodedBatch) -> dict:

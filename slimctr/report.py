@@ -64,15 +64,56 @@ def summary_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _student_lines(report: dict) -> list[str]:
+    """One sentence on the distilled student, or nothing without one."""
+    student = report.get("student")
+    if not student:
+        return []
+    return [
+        f"Student: {student['hidden_units']} hidden units, embedding_dim "
+        f"{student['embedding_dim']}, distilled from {student['teacher']} "
+        f"(α {student['alpha']}, T {student['temperature']}): valid AUC "
+        f"{_fmt(student['valid_auc'])} against the teacher's "
+        f"{_fmt(student['teacher_valid_auc'])}.",
+        "",
+    ]
+
+
+def _cutoff_section(report: dict) -> list[str]:
+    """The frequency cut-off's trials, or nothing when it was skipped."""
+    trials = report.get("cutoff") or []
+    if not trials:
+        return []
+    lines = [
+        "### Frequency cut-off",
+        "",
+        "Values seen fewer than *count* times in training folded into oov, "
+        "without retraining; counts rise until one breaks the cut-off's share "
+        "of the budget, and the last one within it is kept.",
+        "",
+        "| count | vocabulary rows | valid AUC |",
+        "|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {t['min_count']:,} | {t['rows']:,} | {_fmt(t['valid_auc'])} |"
+        for t in trials
+    ]
+    return [*lines, ""]
+
+
 def steps_table(steps: list[dict]) -> str:
     lines = [
-        "| step | neurons pruned | rows pruned | sparsity | params | bytes "
+        "| step | stage | neurons pruned | rows pruned | sparsity | params | bytes "
         "| valid AUC | kept |",
-        "|---:|---:|---:|---:|---:|---:|---:|:---|",
+        "|---:|:---|---:|---:|---:|---:|---:|---:|:---|",
     ]
     for s in steps:
+        stage = s.get("stage", "prune")
+        if stage == "cut-off":
+            stage = f"cut-off (count < {s['min_count']} to oov)"
         lines.append(
-            f"| {s['step']} | {s['neuron_sparsity']:.3f} | {s['row_sparsity']:.3f} "
+            f"| {s['step']} | {stage} | {s['neuron_sparsity']:.3f} "
+            f"| {s['row_sparsity']:.3f} "
             f"| {s['sparsity']:.3f} | {s['params']:,} | {s['bytes']:,} "
             f"| {_fmt(s['valid_auc'])} "
             f"| {'rolled back' if s['rolled_back'] else 'yes'} |"
@@ -251,9 +292,11 @@ def write_report(report: dict, out: Path) -> tuple[Path, Path]:
         "",
         f"![validation AUC against bytes]({STEPS_PLOT})",
         "",
+        *_cutoff_section(report),
         "## Candidates",
         "",
-        "Every accepted step in every storage (fp32; fp16; int8 tables with "
+        "Every accepted step, and the distilled student when there is one, in "
+        "every storage (fp32; fp16; int8 tables with "
         "fp16 layers; int8 throughout). Storage changes bytes, not speed: "
         "loading dequantizes to fp32. The chosen candidate has the fewest "
         f"{'bytes' if report['objective'] == 'bytes' else 'µs at batch 1'} among "
@@ -266,6 +309,7 @@ def write_report(report: dict, out: Path) -> tuple[Path, Path]:
         "",
         candidates_table(report["candidates"]),
         "",
+        *_student_lines(report),
         f"Chosen: **{report['chosen']['name']}**.",
         "",
         f"![validation AUC against bytes for every candidate]({PARETO_PLOT})",

@@ -1,6 +1,7 @@
 """Budget search: every compressed candidate measured, the best one chosen.
 
-A candidate is one accepted pruning step stored one way (fp32, fp16, int8).
+A candidate is one model stored one way (fp32, fp16, int8): an accepted
+pruning step, or a student distilled from the last one.
 Each is measured on validation (AUC, logloss), on disk (bytes) and in time
 (batch-1 latency, batch-4096 throughput); the chosen candidate is the one with
 the fewest bytes, or the lowest latency, among those whose validation AUC is
@@ -19,6 +20,7 @@ from ctr.metrics import evaluate
 from ctr.train import predict
 from ctr.wide_deep import WideDeep, count_params
 from data.batch import RawBatch
+from data.encoder import Encoder
 from serving.bench import benchmark
 from serving.storage import Storage, simulate
 from slimctr.search_space import OBJECTIVES, STORAGES
@@ -26,17 +28,38 @@ from slimctr.search_space import OBJECTIVES, STORAGES
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Source:
+    """A model the search may store: ``label`` names it in the report
+    ("step2", "student"); ``step`` is its pruning step, or -1 for a student."""
+
+    label: str
+    step: int
+    model: WideDeep
+    encoder: Encoder
+
+
+def pruning_sources(pruned: PruneResult) -> list[Source]:
+    """Every accepted pruning step, the unpruned model first."""
+    accepted = [s.step for s in pruned.steps if not s.rolled_back]
+    return [
+        Source(f"step{step}", step, model, encoder)
+        for step, (model, encoder) in zip(accepted, pruned.snapshots, strict=True)
+    ]
+
+
 @dataclass
 class Candidate:
     """One compressed model as it would be written, with its measurements.
 
-    The model itself is the pruning step's snapshot written with ``storage``.
+    The model itself is ``source``'s, written with ``storage``.
     """
 
     name: str
     step: int
     storage: str
     figures: dict = field(default_factory=dict)
+    source: Source | None = field(default=None, repr=False, compare=False)
 
     @property
     def storage_type(self) -> Storage:
@@ -48,20 +71,21 @@ def _nonzeros(model: WideDeep) -> int:
 
 
 def measure_candidates(
-    pruned: PruneResult,
+    sources: list[Source],
     valid: RawBatch,
     test: RawBatch,
     measure_bytes,
     storages: tuple[str, ...] = tuple(STORAGES),
     latency_calls: int = 500,
 ) -> list[Candidate]:
-    """Every accepted step in every storage, measured on the validation rows.
+    """Every source in every storage, measured on the validation rows.
 
     Test AUC and logloss are measured too, for the report only: :func:`choose`
     reads validation figures alone.
     """
     candidates = []
-    for step, (model, encoder) in enumerate(pruned.snapshots):
+    for source in sources:
+        model, encoder, step = source.model, source.encoder, source.step
         encoded = encoder.transform(valid)
         encoded_test = encoder.transform(test)
         timing = benchmark(
@@ -71,7 +95,9 @@ def measure_candidates(
             rounded = simulate(copy.deepcopy(model), STORAGES[storage])
             metrics = evaluate(encoded.labels, predict(rounded, encoded))
             tested = evaluate(encoded_test.labels, predict(rounded, encoded_test))
-            candidate = Candidate(f"step{step}-{storage}", step, storage)
+            candidate = Candidate(
+                f"{source.label}-{storage}", step, storage, source=source
+            )
             candidate.figures = {
                 "name": candidate.name,
                 "step": step,

@@ -9,6 +9,7 @@ from compression.distill import (
     DistillConfig,
     distill,
     distillation_loss,
+    smaller,
     teacher_logits,
 )
 from ctr.config import ModelConfig, TrainConfig
@@ -249,3 +250,14 @@ def test_one_class_validation_never_selects_a_checkpoint(setup):
             DistillConfig(),
             TrainConfig(epochs=1, batch_size=512),
         )
+
+
+def test_a_smaller_student_shrinks_every_width():
+    config = ModelConfig(embedding_dim=16, hidden_units=(400, 198, 6), dropout=0.1)
+    student = smaller(config, 0.5)
+    assert student.embedding_dim == 8
+    assert student.hidden_units == (200, 99, 4)  # 4 units at least
+    assert student.dropout == 0.1
+    assert smaller(ModelConfig(embedding_dim=2), 0.25).embedding_dim == 2
+    with pytest.raises(ValueError, match="shrink: expected a share"):
+        smaller(config, 0.0)

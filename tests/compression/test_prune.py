@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from compression.prune import PruneConfig, prune_gradually
+from compression.prune import PruneConfig, _fine_tune, prune_gradually
 from ctr.config import ModelConfig, TrainConfig
 from ctr.train import fit
 from ctr.wide_deep import WideDeep
@@ -41,6 +41,7 @@ def test_gradual_pruning_shrinks_every_step(trained):
         row_sparsity=0.5,
         steps=3,
         fine_tune_epochs=1,
+        cutoff_share=0.0,
         max_auc_drop=1.0,
     )
     result = prune_gradually(
@@ -80,7 +81,11 @@ def test_a_step_that_breaks_the_budget_is_rolled_back(trained):
 def test_threshold_mode_removes_low_norm_neurons(trained):
     model, encoder, train, valid = trained
     config = PruneConfig(
-        neuron_threshold=1e9, row_threshold=0.0, fine_tune_epochs=1, max_auc_drop=1.0
+        neuron_threshold=1e9,
+        row_threshold=0.0,
+        fine_tune_epochs=1,
+        cutoff_share=0.0,
+        max_auc_drop=1.0,
     )
     result = prune_gradually(
         copy.deepcopy(model), encoder, train, valid, config, TRAIN, measure_bytes
@@ -89,7 +94,53 @@ def test_threshold_mode_removes_low_norm_neurons(trained):
     assert result.steps[-1].hidden_units == (1, 1)
 
 
+def test_the_cut_off_step_folds_rare_values_within_its_share(trained):
+    model, encoder, train, valid = trained
+    # these planted values are all frequent: the first level to fold any is 100
+    config = PruneConfig(steps=1, neuron_sparsity=0.5, max_auc_drop=0.3)
+    result = prune_gradually(
+        copy.deepcopy(model), encoder, train, valid, config, TRAIN, measure_bytes
+    )
+    start, cut = result.steps[0], result.steps[1]
+    assert (start.stage, cut.stage) == ("start", "cut-off")
+    assert cut.min_count >= 2 and cut.vocabulary_rows < start.vocabulary_rows
+    assert cut.valid_auc >= start.valid_auc - 0.5 * 0.3
+    chosen = [t for t in result.cutoff if t.min_count == cut.min_count]
+    assert chosen[0].rows == sum(result.snapshots[1][0].num_embeddings)
+    assert result.cutoff[-1].min_count >= cut.min_count
+    cut_model, cut_encoder = result.snapshots[1]
+    assert cut_encoder.num_embeddings == cut_model.num_embeddings
+    # the schedule's step starts from the cut-off's model
+    assert result.steps[2].stage == "prune"
+    assert result.steps[2].vocabulary_rows <= cut.vocabulary_rows
+
+
+def test_no_cut_off_when_its_share_is_zero(trained):
+    model, encoder, train, valid = trained
+    config = PruneConfig(steps=1, cutoff_share=0.0, max_auc_drop=1.0)
+    result = prune_gradually(
+        copy.deepcopy(model), encoder, train, valid, config, TRAIN, measure_bytes
+    )
+    assert [s.stage for s in result.steps] == ["start", "prune"]
+    assert result.cutoff == []
+
+
+def test_fine_tuning_that_lowers_valid_auc_is_undone(trained):
+    model, encoder, train, valid = trained
+    model = copy.deepcopy(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    # a step this large wrecks the weights, so validation AUC falls
+    wild = TrainConfig(
+        batch_size=128, epochs=1, learning_rate=50.0, embedding_learning_rate=50.0
+    )
+    _fine_tune(model, train, valid, wild, progress=False)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
 def test_config_validation():
+    with pytest.raises(ValueError, match="cutoff_share: expected a share"):
+        PruneConfig(cutoff_share=1.5)
     with pytest.raises(ValueError, match="neuron_sparsity: expected a share"):
         PruneConfig(neuron_sparsity=1.0)
     with pytest.raises(ValueError, match="schedule: expected one of"):

@@ -278,8 +278,15 @@ def test_prepare_train_compress_on_synthetic_rows(tmp_path, capsys):
         == 0
     )
     compress = json.loads((small / "compress.json").read_text())
-    assert compress["chosen_step"] == 1
-    assert compress["steps"][1]["bytes"] < compress["steps"][0]["bytes"]
+    # a budget of 1 accepts the cut-off and the one schedule step
+    assert [s["stage"] for s in compress["steps"]] == ["start", "cut-off", "prune"]
+    assert compress["chosen_step"] == 2
+    assert compress["steps"][2]["bytes"] < compress["steps"][0]["bytes"]
+    # the distilled student is a candidate in every storage
+    student = compress["student"]
+    assert student["teacher"] == "step2" and 0.5 < student["valid_auc"] <= 1.0
+    names = {c["name"] for c in compress["candidates"]}
+    assert {"student-float32", "student-int8"} <= names
 
 
 def test_prepare_streams_two_files_one_gzipped_and_train_reads_the_cache(

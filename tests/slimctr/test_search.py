@@ -9,7 +9,13 @@ from ctr.train import fit
 from ctr.wide_deep import WideDeep
 from data.encoder import Encoder
 from slimctr.pipeline import measure_bytes
-from slimctr.search import STORAGES, choose, measure_candidates, pareto_front
+from slimctr.search import (
+    STORAGES,
+    choose,
+    measure_candidates,
+    pareto_front,
+    pruning_sources,
+)
 from tests.conftest import planted_batch
 
 TRAIN = TrainConfig(
@@ -52,7 +58,7 @@ def candidates():
         measure_bytes,
     )
     return pruned, measure_candidates(
-        pruned, valid_raw, test_raw, measure_bytes, latency_calls=20
+        pruning_sources(pruned), valid_raw, test_raw, measure_bytes, latency_calls=20
     )
 
 
