@@ -192,14 +192,7 @@ def prune_gradually(
     original_dim = model.config.embedding_dim
     original_rows = sum(model.num_embeddings) - NUM_RESERVED * len(model.num_embeddings)
     original_params = count_params(model)
-    fine_tune = replace(
-        train_config,
-        epochs=config.fine_tune_epochs,
-        learning_rate=train_config.learning_rate * config.fine_tune_lr_scale,
-        embedding_learning_rate=(
-            train_config.embedding_learning_rate * config.fine_tune_lr_scale
-        ),
-    )
+    fine_tune = fine_tune_config(train_config, config)
 
     def record(  # rows_in: validation rows encoded for ``current``
         step: int, current: WideDeep, current_encoder: Encoder, rows_in: EncodedBatch
@@ -281,7 +274,7 @@ def prune_gradually(
         )
         candidate_encoder = current_encoder.keep_rows(keep)
         step_train, step_valid = remap_ids(train, keep), remap_ids(valid, keep)
-        _fine_tune(candidate, step_train, step_valid, fine_tune, progress)
+        fine_tune_or_keep(candidate, step_train, step_valid, fine_tune, progress)
 
         entry = record(step, candidate, candidate_encoder, step_valid)
         logger.info(
@@ -307,7 +300,19 @@ def prune_gradually(
     return result
 
 
-def _fine_tune(
+def fine_tune_config(train_config: TrainConfig, config: PruneConfig) -> TrainConfig:
+    """Training settings for fine-tuning: fewer epochs, scaled learning rates."""
+    return replace(
+        train_config,
+        epochs=config.fine_tune_epochs,
+        learning_rate=train_config.learning_rate * config.fine_tune_lr_scale,
+        embedding_learning_rate=(
+            train_config.embedding_learning_rate * config.fine_tune_lr_scale
+        ),
+    )
+
+
+def fine_tune_or_keep(
     model: WideDeep,
     train: EncodedBatch,
     valid: EncodedBatch,

@@ -548,10 +548,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         trained.model, encoded, prune_config, config, progress=_progress(args)
     )
     steps = [s.as_dict() for s in pruned.steps]
+    allocation = allocate(sensitivity_rows, prune_config.max_auc_drop)
+    print("      pruning once at the sensitivity table's per-part levels")
+    by_sensitivity = pipeline.allocated(
+        trained.model,
+        encoded,
+        allocation,
+        prune_config,
+        config,
+        progress=_progress(args),
+    )
     if args.student_shrink:
         print(f"      distilling a student {args.student_shrink}x as wide")
     student = _student(args, pruned, dataset, config)
-    sources = len(pruned.snapshots) + len(student[:1])
+    extra = (by_sensitivity[0], *student[:1])
+    sources = len(pruned.snapshots) + len(extra)
     print(f"      measuring {sources} models x storages on validation")
     chosen, candidates = pipeline.search(
         pruned,
@@ -559,7 +570,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         prune_config.max_auc_drop,
         args.storage,
         args.objective,
-        extra=student[:1],
+        extra=extra,
     )
     compression = {"chosen": chosen.name, "objective": args.objective}
     save_artifact(
@@ -600,7 +611,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "cutoff": [t.as_dict() for t in pruned.cutoff],
         "student": student[1] if student else None,
         "sensitivity": [asdict(row) for row in sensitivity_rows],
-        "sensitivity_allocation": allocate(sensitivity_rows, prune_config.max_auc_drop),
+        "sensitivity_allocation": allocation,
+        "allocated": by_sensitivity[1],
         "test_auc_drop": pipeline.compare(
             baseline, compressed, dataset, seed=config.train.seed
         ),

@@ -12,12 +12,20 @@ import numpy as np
 import torch
 
 from compression.distill import DistillConfig, distill, smaller
-from compression.prune import PruneConfig, PruneResult, prune_gradually
+from compression.prune import (
+    PruneConfig,
+    PruneResult,
+    fine_tune_config,
+    fine_tune_or_keep,
+    prune_gradually,
+)
+from compression.sensitivity import field_keep, layer_keep, layer_names
+from compression.thinning import remap_ids, thin_embedding_rows, thin_mlp
 from ctr.bootstrap import paired_auc_drop
 from ctr.config import Config
 from ctr.distributed import World
 from ctr.metrics import evaluate
-from ctr.train import Checkpointing, TrainResult, fit
+from ctr.train import Checkpointing, TrainResult, fit, predict
 from ctr.wide_deep import WideDeep, count_params
 from data.encoder import EncodedBatch, Encoder
 from serving.artifact import artifact_bytes, save_artifact
@@ -143,6 +151,52 @@ def distil_student(
         summary["teacher_valid_auc"],
     )
     return Source("student", -1, result.model, encoder), summary
+
+
+def allocated(
+    model: WideDeep,
+    encoded: Encoded,
+    allocation: dict[str, float],
+    prune_config: PruneConfig,
+    config: Config,
+    progress: bool = False,
+) -> tuple[Source, dict]:
+    """The model pruned once at the sensitivity table's per-part levels.
+
+    Each hidden layer loses its allocated share of neurons and each field its
+    allocated share of vocabulary rows (by L2 norm, as the sensitivity
+    analysis measured them), then one fine-tuning round follows, undone when
+    it lowers validation AUC. Each level was judged alone, so together they
+    may break the budget; the search measures the result like any candidate.
+    """
+    fields = encoded.encoder.sparse_features
+    layers = layer_names(model)
+    keep_neurons = [
+        layer_keep(model, i, allocation.get(name, 0.0)) for i, name in enumerate(layers)
+    ]
+    keep_rows = [
+        field_keep(model, i, allocation.get(name, 0.0)) for i, name in enumerate(fields)
+    ]
+    thinned = thin_embedding_rows(thin_mlp(model, keep_neurons), keep_rows)
+    encoder = encoded.encoder.keep_rows(keep_rows)
+    train = remap_ids(encoded.train, keep_rows)
+    valid = remap_ids(encoded.valid, keep_rows)
+    fine_tune_or_keep(
+        thinned, train, valid, fine_tune_config(config.train, prune_config), progress
+    )
+    summary = {
+        "levels": dict(allocation),
+        "hidden_units": list(thinned.config.hidden_units),
+        "vocabulary_rows": sum(len(v) for v in encoder.vocabularies),
+        "valid_auc": evaluate(valid.labels, predict(thinned, valid)).auc,
+    }
+    logger.info(
+        "allocated: %s hidden units, %d rows, valid AUC %.4f",
+        summary["hidden_units"],
+        summary["vocabulary_rows"],
+        summary["valid_auc"],
+    )
+    return Source("allocated", -1, thinned, encoder), summary
 
 
 def search(

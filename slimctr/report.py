@@ -65,11 +65,22 @@ def summary_table(report: dict) -> str:
 
 
 def _student_lines(report: dict) -> list[str]:
-    """One sentence on the distilled student, or nothing without one."""
+    """A sentence each on the allocated model and the distilled student."""
+    lines = []
+    allocated = report.get("allocated")
+    if allocated:
+        lines += [
+            "Pruned once at the sensitivity table's per-part levels (below): "
+            f"{allocated['hidden_units']} hidden units, "
+            f"{allocated['vocabulary_rows']:,} vocabulary rows, valid AUC "
+            f"{_fmt(allocated['valid_auc'])} after fine-tuning.",
+            "",
+        ]
     student = report.get("student")
     if not student:
-        return []
+        return lines
     return [
+        *lines,
         f"Student: {student['hidden_units']} hidden units, embedding_dim "
         f"{student['embedding_dim']}, distilled from {student['teacher']} "
         f"(α {student['alpha']}, T {student['temperature']}): valid AUC "
@@ -295,9 +306,10 @@ def write_report(report: dict, out: Path) -> tuple[Path, Path]:
         *_cutoff_section(report),
         "## Candidates",
         "",
-        "Every accepted step, and the distilled student when there is one, in "
-        "every storage (fp32; fp16; int8 tables with "
-        "fp16 layers; int8 throughout). Storage changes bytes, not speed: "
+        "Every accepted step, the model pruned at the sensitivity levels and "
+        "the distilled student (when there are), in every storage (fp32; "
+        "fp16; int8 tables with fp16 layers; int8 throughout). Storage "
+        "changes bytes, not speed: "
         "loading dequantizes to fp32. The chosen candidate has the fewest "
         f"{'bytes' if report['objective'] == 'bytes' else 'µs at batch 1'} among "
         f"those within {report['max_auc_drop']} validation AUC of the baseline; "

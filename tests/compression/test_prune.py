@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from compression.prune import PruneConfig, _fine_tune, prune_gradually
+from compression.prune import PruneConfig, fine_tune_or_keep, prune_gradually
 from ctr.config import ModelConfig, TrainConfig
 from ctr.train import fit
 from ctr.wide_deep import WideDeep
@@ -133,7 +133,7 @@ def test_fine_tuning_that_lowers_valid_auc_is_undone(trained):
     wild = TrainConfig(
         batch_size=128, epochs=1, learning_rate=50.0, embedding_learning_rate=50.0
     )
-    _fine_tune(model, train, valid, wild, progress=False)
+    fine_tune_or_keep(model, train, valid, wild, progress=False)
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
 

@@ -1,6 +1,7 @@
 import csv
 import gzip
 import json
+import math
 
 import numpy as np
 import pytest
@@ -114,11 +115,24 @@ def test_run_on_real_rows_writes_a_smaller_artifact_and_report(real_run):
         "rows_per_s",
     ):
         assert all(key in c for c in candidates), key
+    # the sensitivity table's levels, applied at once, are a candidate
+    allocated, levels = report["allocated"], report["sensitivity_allocation"]
+    assert allocated["levels"] == levels
+    expected = [
+        max(1, math.ceil(units * (1 - levels[f"mlp.{2 * i}"]) - 1e-9))
+        for i, units in enumerate(base["hidden_units"])
+    ]
+    assert allocated["hidden_units"] == expected
+    assert allocated["vocabulary_rows"] < base["vocabulary_rows"]
+    names = {c["name"] for c in candidates}
+    assert {"allocated-int8", "student-int8"} <= names
+    assert report["student"]["embedding_dim"] >= 2
     names = {(row["kind"], row["name"]) for row in report["sensitivity"]}
     assert len(names) == 3 + 26 and len(report["sensitivity"]) == 29 * 10
     assert (real_run / "sensitivity.png").stat().st_size > 10_000
     markdown = (real_run / "report.md").read_text()
     assert "sensitivity.png" in markdown and "## Sensitivity" in markdown
+    assert "Student: " in markdown and "Pruned once at the sensitivity" in markdown
     assert "compression_steps.png" in markdown and "| test AUC |" in markdown
     assert (real_run / "compression_steps.png").stat().st_size > 10_000
     assert (
