@@ -151,17 +151,31 @@ def load_artifact(folder: str | Path) -> Artifact:
         raise ArtifactError(f"{weights_path}: tensor {err} is missing") from err
     found = {k: tuple(v.shape) for k, v in state.items()}
     if expected != found:
-        wrong = sorted(set(expected.items()) ^ set(found.items()))[:5]
-        raise ArtifactError(f"{weights_path}: tensors do not match model.json: {wrong}")
+        wrong = [k for k in expected if expected[k] != found.get(k)][:3]
+        details = "; ".join(
+            f"{k} is {list(found.get(k, ()))}, model.json implies {list(expected[k])}"
+            for k in wrong
+        )
+        raise ArtifactError(
+            f"{weights_path}: tensor shapes do not match model.json ({details}); "
+            "copy the artifact folder whole"
+        )
     model.load_state_dict(state)
     model.eval()
 
     expected_sha = description.get("encoder_sha256")
+    for name in (ENCODER_JSON, VOCABULARY_FILE):
+        if not (folder / name).is_file():
+            raise ArtifactError(
+                f"{folder / name}: not found; an artifact folder holds "
+                f"{', '.join(ARTIFACT_FILES)}; copy it whole"
+            )
     try:
         if expected_sha is not None and encoder_fingerprint(folder) != expected_sha:
             raise ArtifactError(
-                f"{folder}: encoder.json or vocabulary.safetensors does not belong to "
-                "this model (fingerprint mismatch); copy the artifact folder whole"
+                f"{folder}: encoder.json or vocabulary.safetensors is damaged or "
+                "belongs to another model (fingerprint mismatch); copy the "
+                "artifact folder whole"
             )
         encoder = Encoder.load(folder)
     except (FileNotFoundError, ValueError) as err:
@@ -173,8 +187,18 @@ def load_artifact(folder: str | Path) -> Artifact:
     return Artifact(model, encoder, description.get("metadata", {}))
 
 
+ARTIFACT_FILES = (ENCODER_JSON, MODEL_JSON, WEIGHTS_FILE, VOCABULARY_FILE)
+
+
 def artifact_bytes(folder: str | Path) -> dict[str, int]:
-    """Size of each file in the artifact folder, and ``total``."""
+    """Size of each artifact file in ``folder``, and ``total``.
+
+    Only the files a scorer loads count; a report written beside them does not.
+    """
     folder = Path(folder)
-    sizes = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+    sizes = {
+        name: (folder / name).stat().st_size
+        for name in sorted(ARTIFACT_FILES)
+        if (folder / name).is_file()
+    }
     return {**sizes, "total": sum(sizes.values())}

@@ -76,6 +76,16 @@ def _share(text: str) -> float:
     return value
 
 
+def _steps(text: str) -> int:
+    value = _positive_int(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(
+            f"expected at most 100 steps, got {value}; each step fine-tunes the "
+            "model once"
+        )
+    return value
+
+
 def _unit_share(text: str) -> float:
     try:
         value = float(text)
@@ -162,7 +172,7 @@ def _add_pruning(parser: argparse.ArgumentParser) -> None:
     defaults = PruneConfig()
     parser.add_argument(
         "--max-auc-drop",
-        type=_non_negative,
+        type=_unit_share,
         default=defaults.max_auc_drop,
         help="largest validation AUC loss accepted against the uncompressed model "
         f"(default {defaults.max_auc_drop})",
@@ -183,7 +193,7 @@ def _add_pruning(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--steps",
-        type=_positive_int,
+        type=_steps,
         default=defaults.steps,
         help=f"prune -> fine-tune rounds (default {defaults.steps})",
     )

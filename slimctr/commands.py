@@ -42,7 +42,7 @@ from serving.engines import markdown as engines_markdown
 from serving.lean import LeanScorer
 from serving.scorer import Scorer
 from slimctr import __version__, launch, pipeline
-from slimctr.dataset import load_dataset
+from slimctr.dataset import check_splits, load_dataset
 from slimctr.jsonio import dumps, write_json
 from slimctr.options import check_out_file, check_out_folder, input_schema, same_file
 from slimctr.report import (
@@ -79,6 +79,31 @@ def _prune_config(args: argparse.Namespace) -> PruneConfig:
         fine_tune_epochs=args.fine_tune_epochs,
         max_auc_drop=args.max_auc_drop,
     )
+
+
+def _check_training_data(trained: dict, data: Path, dataset) -> None:
+    """Warn when ``--data`` or its split is not what the model was trained on:
+    then validation rows may have been training rows."""
+    recorded = trained.get("resolved") or trained.get("path")
+    reasons = []
+    if recorded and not same_file(Path(recorded), Path(data)):
+        reasons.append(f"the model was trained on {recorded}")
+    if trained.get("rows") not in (None, dataset.rows):
+        reasons.append(
+            f"it was trained on {trained['rows']:,} rows, not {dataset.rows:,}"
+        )
+    fractions = trained.get("split", {}).get("fractions")
+    split = [dataset.split.train, dataset.split.valid, dataset.split.test]
+    pairs = zip(fractions or (), split, strict=False)
+    if any(abs(a - b) > 1e-9 for a, b in pairs):
+        reasons.append(f"its split was {','.join(map(str, fractions))}")
+    if reasons:
+        logger.warning(
+            "--data %s: %s; validation rows may have been training rows, so the "
+            "budget search may favour an overfitted model",
+            data,
+            "; ".join(reasons),
+        )
 
 
 def _student(args, pruned, dataset, config) -> tuple:
@@ -194,6 +219,7 @@ def _train(args: argparse.Namespace, world: World) -> int:
         dataset = load_dataset(
             args.data, split, args.format, args.on_bad_lines, input_schema(args)
         )
+        check_splits(dataset)
         encoded = pipeline.fit_encoder(dataset, config.min_count, config.dense_buckets)
         data_info = dataset.describe()
 
@@ -248,18 +274,12 @@ def _train(args: argparse.Namespace, world: World) -> int:
 def cmd_compress(args: argparse.Namespace) -> int:
     check_out_folder(args.out, "artifact", (args.model, args.data))
     artifact = load_artifact(args.model)
-    trained_on = artifact.metadata.get("data", {}).get("path")
-    if trained_on and not same_file(Path(trained_on), args.data):
-        logger.warning(
-            "--data %s is not the file this model was trained on (%s): the splits "
-            "differ, so validation rows may have been training rows",
-            args.data,
-            trained_on,
-        )
+    if not Path(args.data).is_file():
+        raise FileNotFoundError(f"--data: no such file: {args.data}")
     config = Config(
         min_count=artifact.encoder.min_count,
         train=load_config(args.config).train,
-    ).with_overrides(seed=args.seed)
+    ).with_overrides(epochs=args.epochs, seed=args.seed)
     split = args.split or Split(
         *artifact.metadata.get("data", {})
         .get("split", {})
@@ -267,6 +287,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     )
     schema = input_schema(args, artifact.encoder.schema)
     dataset = load_dataset(args.data, split, args.format, args.on_bad_lines, schema)
+    _check_training_data(artifact.metadata.get("data", {}), args.data, dataset)
+    check_splits(dataset)
     encoded = pipeline.encode(dataset, artifact.encoder)
     result = pipeline.compress(
         artifact.model, encoded, _prune_config(args), config, progress=_progress(args)
@@ -283,6 +305,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     )
     summary = {
         "config": vars(_prune_config(args)),
+        "storage": args.storage,
+        "student_shrink": args.student_shrink,
         "objective": args.objective,
         "max_auc_drop": args.max_auc_drop,
         "steps": steps,
@@ -520,6 +544,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     dataset = load_dataset(
         data_path, args.split, args.format, args.on_bad_lines, schema
     )
+    check_splits(dataset)
     encoded = pipeline.fit_encoder(dataset, config.min_count, config.dense_buckets)
 
     print(

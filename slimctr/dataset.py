@@ -30,6 +30,7 @@ class Dataset:
     def describe(self) -> dict:
         return {
             "path": str(self.path),
+            "resolved": str(Path(self.path).resolve()),
             "dataset": self.schema.name,
             "rows": self.rows,
             "split": {
@@ -71,3 +72,36 @@ def load_dataset(
         len(test),
     )
     return Dataset(Path(path), train, valid, test, split, skipped, schema)
+
+
+# below these, an AUC measured on a split is too noisy to choose by
+FEW_ROWS, FEW_OF_A_CLASS = 500, 25
+
+
+def check_splits(dataset: Dataset) -> None:
+    """Refuse splits that cannot train or validate; warn of noisy ones.
+
+    Raises:
+        ValueError: the training or validation split lacks clicks or
+            non-clicks.
+    """
+    for name, part in (("training", dataset.train), ("validation", dataset.valid)):
+        clicks = int(part.labels.sum()) if len(part) else 0
+        if clicks == 0 or clicks == len(part):
+            raise ValueError(
+                f"{dataset.path}: the {name} split ({len(part)} rows, {clicks} "
+                "clicks) needs both clicks and non-clicks; use more rows or "
+                "another --split"
+            )
+    for name, part in (("validation", dataset.valid), ("test", dataset.test)):
+        clicks = int(part.labels.sum()) if len(part) else 0
+        if len(part) < FEW_ROWS or min(clicks, len(part) - clicks) < FEW_OF_A_CLASS:
+            logger.warning(
+                "%s: the %s split has %d rows (%d clicks); an AUC on so few is "
+                "noise of several hundredths, so %s figures cannot be trusted",
+                dataset.path,
+                name,
+                len(part),
+                clicks,
+                "budget choices and their" if name == "validation" else "its",
+            )

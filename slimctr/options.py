@@ -22,6 +22,9 @@ def check_out_folder(out: Path, kind: str, inputs: tuple[Path | None, ...]) -> N
     """Refuse an ``--out`` that is a file, an input, or a folder of another kind."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out: {out} exists and is not a folder")
+    for parent in out.absolute().parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"--out: {parent} is a file, so {out} cannot be a folder")
     for source in inputs:
         if source is not None and source.exists() and same_file(out, source):
             raise ValueError(f"--out: {out} is also an input; choose another folder")

@@ -1,5 +1,6 @@
 import json
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -80,8 +81,28 @@ def test_wrong_version_and_mismatched_tensors(saved):
     description["format_version"] = 1
     description["model"]["hidden_units"] = [9]
     (folder / "model.json").write_text(json.dumps(description))
-    with pytest.raises(ArtifactError, match="tensors do not match model.json"):
+    with pytest.raises(
+        ArtifactError, match=r"mlp.0.weight is \[\d+, \d+\], model.json implies \[9,"
+    ):
         load_artifact(folder)
+
+
+def test_a_missing_encoder_file_is_named(saved, tmp_path):
+    folder, *_ = saved
+    for name in ("encoder.json", "vocabulary.safetensors"):
+        copy = tmp_path / name.replace(".", "_")
+        shutil.copytree(folder, copy)
+        (copy / name).unlink()
+        with pytest.raises(ArtifactError, match=f"{name}: not found; an artifact"):
+            load_artifact(copy)
+
+
+def test_artifact_bytes_count_only_the_artifact_files(saved):
+    folder, *_ = saved
+    before = artifact_bytes(folder)["total"]
+    (folder / "compress.json").write_text("{}" * 1000)
+    after = artifact_bytes(folder)
+    assert after["total"] == before and "compress.json" not in after
 
 
 def test_not_an_artifact(tmp_path):

@@ -1,6 +1,7 @@
 import csv
 import gzip
 import json
+import logging
 import math
 
 import numpy as np
@@ -521,3 +522,18 @@ def test_bench_compares_engines_in_one_run(real_run, tmp_path, capsys):
     assert {"onnxruntime_baseline", "onnxruntime_compressed"} <= set(result["engines"])
     assert out.with_suffix(".md").exists() and out.with_suffix(".png").exists()
     assert "| scorer |" in capsys.readouterr().out
+
+
+def test_compress_warns_when_its_split_is_not_the_training_split(
+    real_run, tmp_path, caplog
+):
+    data = shared_file("criteo/dac_union_12k.txt")
+    argv = ["compress", "--model", str(real_run / "baseline"), "--data", str(data)]
+    argv += ["--out", str(tmp_path / "c"), "--split", "0.5,0.25,0.25", "--steps", "1"]
+    argv += ["--student-shrink", "0", "--cutoff-share", "0", "--threads", "2"]
+    with caplog.at_level(logging.WARNING, logger="slimctr.commands"):
+        assert main(argv) == 0
+    warned = [r.getMessage() for r in caplog.records if "split was" in r.getMessage()]
+    assert warned and "its split was 0.8,0.1,0.1" in warned[0]
+    summary = json.loads((tmp_path / "c" / "compress.json").read_text())
+    assert summary["student"] is None and summary["storage"] == "auto"
