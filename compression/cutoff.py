@@ -29,7 +29,8 @@ LEVELS = (2, 3, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000)
 
 @dataclass(frozen=True)
 class CutoffTrial:
-    """One level tried: rows kept (reserved ones included) and validation AUC."""
+    """One level tried: vocabulary rows kept (the reserved missing and oov rows
+    not counted) and validation AUC."""
 
     min_count: int
     rows: int
@@ -73,10 +74,11 @@ def choose_cutoff(
     """
     if list(levels) != sorted(levels) or not all(level >= 1 for level in levels):
         raise ValueError(f"levels: expected ascending counts >= 1, got {levels}")
-    chosen, trials, last_rows = 0, [], sum(model.num_embeddings)
+    reserved = NUM_RESERVED * len(model.num_embeddings)
+    chosen, trials, last_rows = 0, [], sum(model.num_embeddings) - reserved
     for level in levels:
         keep = frequency_keep(model, frequency, level)
-        rows = int(sum(mask.sum() for mask in keep))
+        rows = int(sum(mask.sum() for mask in keep)) - reserved
         if rows == last_rows:
             continue  # this level removes nothing more
         folded = thin_embedding_rows(model, keep)
@@ -86,6 +88,6 @@ def choose_cutoff(
         if not auc >= floor:  # nan breaks too
             break
         chosen, last_rows = level, rows
-        if rows == NUM_RESERVED * len(model.num_embeddings):
+        if rows == 0:
             break  # nothing left to fold
     return chosen, trials

@@ -52,7 +52,7 @@ class PruneConfig:
     cutoff_share: float = 0.5
     neuron_threshold: float | None = None
     row_threshold: float | None = None
-    fine_tune_epochs: int = 1
+    fine_tune_epochs: int = 2
     fine_tune_lr_scale: float = 0.3
     max_auc_drop: float = 0.005
 

@@ -254,12 +254,20 @@ def _add_pruning(parser: argparse.ArgumentParser) -> None:
 
 def _add_student(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--max-logloss-rise",
+        type=_non_negative,
+        default=0.01,
+        help="largest validation logloss rise over the uncompressed model that a "
+        "chosen candidate may show, so that a model ranking well but with "
+        "probabilities off is not chosen (default 0.01)",
+    )
+    parser.add_argument(
         "--student-shrink",
         type=_share,
         default=0.5,
-        help="also distil a student this share as wide as the last pruning "
-        "step (embedding width and hidden layers) and let the search consider "
-        "it; 0 skips the student (default 0.5)",
+        help="also distil a student this share as wide as the last accepted "
+        "pruning step (embedding width and hidden layers) and let the search "
+        "consider it; 0 skips the student (default 0.5)",
     )
 
 

@@ -302,6 +302,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         args.storage,
         args.objective,
         extra=student[:1],
+        max_logloss_rise=args.max_logloss_rise,
     )
     summary = {
         "config": vars(_prune_config(args)),
@@ -309,9 +310,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
         "student_shrink": args.student_shrink,
         "objective": args.objective,
         "max_auc_drop": args.max_auc_drop,
+        "max_logloss_rise": args.max_logloss_rise,
         "steps": steps,
         "cutoff": [t.as_dict() for t in result.cutoff],
-        "chosen_step": result.chosen_step,
+        "last_step": result.chosen_step,
         "student": student[1] if student else None,
         "candidates": [c.figures for c in candidates],
         "chosen": chosen.figures,
@@ -596,6 +598,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.storage,
         args.objective,
         extra=extra,
+        max_logloss_rise=args.max_logloss_rise,
     )
     compression = {"chosen": chosen.name, "objective": args.objective}
     save_artifact(
@@ -621,6 +624,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "seed": config.train.seed,
         "config": config_to_dict(config),
         "max_auc_drop": prune_config.max_auc_drop,
+        "max_logloss_rise": args.max_logloss_rise,
         "prune_config": vars(prune_config),
         "baseline": {
             **pipeline.summarise(baseline, out / "baseline", test_base),

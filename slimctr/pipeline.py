@@ -5,6 +5,7 @@ This is the one place that wires ``data``, ``ctr``, ``compression`` and
 """
 
 import logging
+import math
 import tempfile
 from dataclasses import dataclass
 
@@ -206,12 +207,15 @@ def search(
     storage: str = "auto",
     objective: str = "bytes",
     extra: tuple[Source, ...] = (),
+    max_logloss_rise: float = math.inf,
 ) -> tuple[Candidate, list[Candidate]]:
     """Measure every source × storage candidate and choose one on validation.
 
     The sources are the accepted pruning steps and ``extra`` (a distilled
-    student). Test figures are measured for the report and play no part in
-    the choice.
+    student, a model pruned at the sensitivity levels). A candidate qualifies
+    within ``max_auc_drop`` of the unpruned model's validation AUC and
+    ``max_logloss_rise`` of its validation logloss. Test figures are measured
+    for the report and play no part in the choice.
     """
     storages = tuple(STORAGES) if storage == "auto" else (storage,)
     candidates = measure_candidates(
@@ -221,8 +225,10 @@ def search(
         measure_bytes,
         storages,
     )
-    floor = pruned.steps[0].valid_auc - max_auc_drop
-    return choose(candidates, floor, objective), candidates
+    start = pruned.steps[0]
+    floor = start.valid_auc - max_auc_drop
+    ceiling = start.valid_logloss + max_logloss_rise
+    return choose(candidates, floor, objective, ceiling), candidates
 
 
 def compress(

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from compression.sensitivity import SensitivityRow, sensitivity_table  # noqa: E402
 from slimctr.jsonio import write_json  # noqa: E402
@@ -114,16 +115,17 @@ def _cutoff_section(report: dict) -> list[str]:
 
 def steps_table(steps: list[dict]) -> str:
     lines = [
-        "| step | stage | neurons pruned | rows pruned | sparsity | params | bytes "
-        "| valid AUC | kept |",
-        "|---:|:---|---:|---:|---:|---:|---:|---:|:---|",
+        "| step | stage | hidden units | dim | neurons pruned | rows pruned "
+        "| sparsity | params | bytes | valid AUC | kept |",
+        "|---:|:---|:---|---:|---:|---:|---:|---:|---:|---:|:---|",
     ]
     for s in steps:
         stage = s.get("stage", "prune")
         if stage == "cut-off":
             stage = f"cut-off (count < {s['min_count']} to oov)"
         lines.append(
-            f"| {s['step']} | {stage} | {s['neuron_sparsity']:.3f} "
+            f"| {s['step']} | {stage} | {'-'.join(map(str, s['hidden_units']))} "
+            f"| {s['embedding_dim']} | {s['neuron_sparsity']:.3f} "
             f"| {s['row_sparsity']:.3f} "
             f"| {s['sparsity']:.3f} | {s['params']:,} | {s['bytes']:,} "
             f"| {_fmt(s['valid_auc'])} "
@@ -135,6 +137,7 @@ def steps_table(steps: list[dict]) -> str:
 def _save_auc_by_bytes(fig, ax, title: str, path: Path) -> Path:
     """Label a validation-AUC-against-bytes plot and write it."""
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap
     ax.set_xlabel("artifact bytes on disk (log scale)")
     ax.set_ylabel("validation AUC")
     ax.set_title(title)
@@ -149,18 +152,30 @@ def _save_auc_by_bytes(fig, ax, title: str, path: Path) -> Path:
 def candidates_table(candidates: list[dict]) -> str:
     """Every step × storage candidate; test AUC is shown, never used to choose."""
     lines = [
-        "| candidate | hidden units | bytes | valid AUC | test AUC | p50 µs "
-        "| rows/s | within budget |",
-        "|---|---|---:|---:|---:|---:|---:|:---|",
+        "| candidate | hidden units | bytes | valid AUC | valid logloss "
+        "| test AUC | p50 µs | rows/s | within budget |",
+        "|---|---|---:|---:|---:|---:|---:|---:|:---|",
     ]
     for c in candidates:
         lines.append(
             f"| {c['name']} | {c['hidden_units']} | {c['bytes']:,} "
-            f"| {_fmt(c['valid_auc'])} | {_fmt(c.get('test_auc', math.nan))} "
+            f"| {_fmt(c['valid_auc'])} | {_fmt(c['valid_logloss'])} "
+            f"| {_fmt(c.get('test_auc', math.nan))} "
             f"| {c['p50_us']:.0f} | {c['rows_per_s']:,.0f} "
             f"| {'yes' if c.get('within_budget') else 'no'} |"
         )
     return "\n".join(lines)
+
+
+# marker per kind of candidate in the Pareto plot; colour tells the storage
+SOURCE_MARKERS = {"pruning step": "o", "student": "s", "allocated": "^"}
+
+
+def _source_kind(name: str) -> str:
+    for kind in ("student", "allocated"):
+        if name.startswith(f"{kind}-"):
+            return kind
+    return "pruning step"
 
 
 def plot_pareto(
@@ -168,15 +183,18 @@ def plot_pareto(
 ) -> Path:
     """Validation AUC against bytes (log scale) for every candidate."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
-    by_storage: dict[str, list[dict]] = {}
+    groups: dict[tuple[str, str], list[dict]] = {}
     for c in candidates:
-        by_storage.setdefault(c["storage"], []).append(c)
-    for storage, points in by_storage.items():
+        groups.setdefault((_source_kind(c["name"]), c["storage"]), []).append(c)
+    colours = {}
+    for (kind, storage), points in groups.items():
+        colour = colours.setdefault(storage, f"C{len(colours)}")
         ax.plot(
             [p["bytes"] for p in points],
             [p["valid_auc"] for p in points],
-            "o",
-            label=storage,
+            SOURCE_MARKERS[kind],
+            color=colour,
+            label=f"{kind}, {storage}",
             alpha=0.8,
         )
     front = pareto_front(candidates)
@@ -218,8 +236,9 @@ def _sensitivity_section(report: dict) -> list[str]:
         sensitivity_table(rows),
         "",
         f"Largest level each part takes alone within {report['max_auc_drop']}: "
-        f"{allowed or 'none'}. (Reported for guidance; the schedule above "
-        "prunes every layer to the same share.)",
+        f"{allowed or 'none'}. The schedule prunes every layer to the same "
+        "share; the candidate *allocated* prunes each part at these levels at "
+        "once, and since each was judged alone, together they can lose more.",
         "",
         f"![AUC drop by pruning level]({SENSITIVITY_PLOT})",
         "",
@@ -296,8 +315,9 @@ def write_report(report: dict, out: Path) -> tuple[Path, Path]:
         "",
         "## Compression steps",
         "",
-        f"Selection uses validation only: the last step within "
-        f"{report['max_auc_drop']} validation AUC of the unpruned model.",
+        f"Pruning stops at the first step more than {report['max_auc_drop']} "
+        "validation AUC below the unpruned model, which is rolled back; the "
+        "candidates below choose among the steps kept.",
         "",
         steps_table(report["steps"]),
         "",
@@ -312,12 +332,14 @@ def write_report(report: dict, out: Path) -> tuple[Path, Path]:
         "changes bytes, not speed: "
         "loading dequantizes to fp32. The chosen candidate has the fewest "
         f"{'bytes' if report['objective'] == 'bytes' else 'µs at batch 1'} among "
-        f"those within {report['max_auc_drop']} validation AUC of the baseline; "
-        "test AUC is shown and never used to choose. Unstructured (per-weight) "
-        "sparsity is not among the candidates: CSR stores a value and a column "
-        "index per non-zero (8 bytes in fp32 with int32 indices), so against "
-        "dense int8 (1 byte a weight) it saves bytes only below 1/8 density; "
-        "whole neurons, rows and dimensions are removed instead.",
+        f"those within {report['max_auc_drop']} validation AUC and "
+        f"{report.get('max_logloss_rise', math.inf)} validation logloss of the "
+        "baseline; test AUC is shown and never used to choose. Unstructured "
+        "(per-weight) sparsity is not among the candidates: CSR stores a "
+        "value and a column index per non-zero (8 bytes in fp32 with int32 "
+        "indices), so against dense int8 (1 byte a weight) it saves bytes only "
+        "below 1/8 density; whole neurons, rows and dimensions are removed "
+        "instead.",
         "",
         candidates_table(report["candidates"]),
         "",

@@ -128,11 +128,17 @@ def measure_candidates(
 
 
 def choose(
-    candidates: list[Candidate], floor: float, objective: str = "bytes"
+    candidates: list[Candidate],
+    floor: float,
+    objective: str = "bytes",
+    logloss_ceiling: float = math.inf,
 ) -> Candidate:
-    """The best candidate by ``objective`` among those with valid AUC ≥ ``floor``.
+    """The best candidate by ``objective`` among those with valid AUC ≥ ``floor``
+    and valid logloss ≤ ``logloss_ceiling``.
 
-    The uncompressed fp32 model always qualifies, so a choice always exists.
+    The logloss ceiling keeps out a model that ranks well but whose
+    probabilities are off, which AUC alone cannot see. The uncompressed fp32
+    model always qualifies, so a choice always exists.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
@@ -140,8 +146,9 @@ def choose(
     within = [
         c
         for c in candidates
-        if not math.isnan(c.figures["valid_auc"]) and c.figures["valid_auc"] >= floor
-    ]
+        if c.figures["valid_auc"] >= floor
+        and c.figures["valid_logloss"] <= logloss_ceiling
+    ]  # nan fails both comparisons
     if not within:
         within = [c for c in candidates if c.step == 0 and c.storage == "float32"]
     for c in candidates:

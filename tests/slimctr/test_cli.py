@@ -35,6 +35,8 @@ QUICK = [
     "2",
     "--max-auc-drop",
     "1",
+    "--max-logloss-rise",
+    "1",
     "--bench-repeats",
     "1",
 ]
@@ -295,7 +297,7 @@ def test_prepare_train_compress_on_synthetic_rows(tmp_path, capsys):
     compress = json.loads((small / "compress.json").read_text())
     # a budget of 1 accepts the cut-off and the one schedule step
     assert [s["stage"] for s in compress["steps"]] == ["start", "cut-off", "prune"]
-    assert compress["chosen_step"] == 2
+    assert compress["last_step"] == 2
     assert compress["steps"][2]["bytes"] < compress["steps"][0]["bytes"]
     # the distilled student is a candidate in every storage
     student = compress["student"]

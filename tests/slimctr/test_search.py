@@ -107,3 +107,17 @@ def test_pareto_front_keeps_only_undominated_points():
         (100, 0.70),
         (300, 0.75),
     ]
+
+
+def test_a_logloss_ceiling_keeps_out_miscalibrated_candidates(candidates):
+    pruned, measured = candidates
+    free = choose(measured, -1.0, "bytes")
+    # a ceiling just below the free choice's logloss rules it out
+    ceiling = free.figures["valid_logloss"] - 1e-9
+    guarded = choose(measured, -1.0, "bytes", logloss_ceiling=ceiling)
+    assert guarded.figures["valid_logloss"] <= ceiling or guarded.name == (
+        "step0-float32"
+    )
+    assert guarded.name != free.name
+    outside = [c for c in measured if not c.figures["within_budget"]]
+    assert all(c.figures["valid_logloss"] > ceiling for c in outside)
