@@ -8,7 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from compression.sensitivity import SensitivityRow, sensitivity_table  # noqa: E402
 from slimctr.jsonio import write_json  # noqa: E402
@@ -134,15 +134,30 @@ def steps_table(steps: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _save_auc_by_bytes(fig, ax, title: str, path: Path) -> Path:
+def _bytes_label(value: float, _position=None) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:g}{unit}"
+    return f"{value:g}"
+
+
+def _save_auc_by_bytes(
+    fig, ax, title: str, path: Path, outside_legend: bool = False
+) -> Path:
     """Label a validation-AUC-against-bytes plot and write it."""
     ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap
+    # 1, 2 and 5 of each decade, labelled 200k, 1M: readable at any span
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(_bytes_label))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("artifact bytes on disk (log scale)")
     ax.set_ylabel("validation AUC")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    if outside_legend:  # many entries: keep them off the points
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -182,7 +197,7 @@ def plot_pareto(
     candidates: list[dict], chosen: str, path: Path, floor: float | None = None
 ) -> Path:
     """Validation AUC against bytes (log scale) for every candidate."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.5, 4.4), dpi=120)
     groups: dict[tuple[str, str], list[dict]] = {}
     for c in candidates:
         groups.setdefault((_source_kind(c["name"]), c["storage"]), []).append(c)
@@ -218,7 +233,9 @@ def plot_pareto(
         markersize=14,
         label=f"chosen: {chosen}",
     )
-    return _save_auc_by_bytes(fig, ax, "Candidates: accuracy against size", path)
+    return _save_auc_by_bytes(
+        fig, ax, "Candidates: accuracy against size", path, outside_legend=True
+    )
 
 
 def _sensitivity_section(report: dict) -> list[str]:
