@@ -507,9 +507,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "compress",
-        help="prune and fine-tune a trained model",
-        description="Gradual structured pruning of a trained "
-        "artifact with fine-tuning, validation AUC after each step.",
+        help="compress a trained model within an AUC budget",
+        description="Compress a trained artifact: a frequency cut-off of its "
+        "vocabulary, then gradual structured pruning with fine-tuning "
+        "(validation AUC after each step, a step below the budget rolled "
+        "back), and a distilled student; every model in every storage is "
+        "measured and the smallest (or fastest) within the budget on "
+        "validation is written, with compress.json beside it.",
     )
     p.add_argument("--model", type=Path, required=True, help="trained artifact folder")
     p.add_argument(
