@@ -514,7 +514,17 @@ def _selection_figures(chosen) -> dict:
 def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_out_folder(out, "run", (args.data,))
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(args, out)
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a run refused before writing anything leaves no trace
+        raise
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
     config = _config(args)
     synthetic = args.data is None
     if synthetic and (args.dataset or args.schema):

@@ -539,3 +539,21 @@ def test_compress_warns_when_its_split_is_not_the_training_split(
     assert warned and "its split was 0.8,0.1,0.1" in warned[0]
     summary = json.loads((tmp_path / "c" / "compress.json").read_text())
     assert summary["student"] is None and summary["storage"] == "auto"
+
+
+def test_a_run_refused_on_its_data_leaves_no_output_folder(tmp_path, capsys):
+    data = tmp_path / "synth.tsv"
+    assert main(["-q", "synth", "--rows", "1000", "--out", str(data)]) == 0
+    lines = data.read_text().splitlines(keepends=True)
+    # no clicks in the first 800 rows: the training split
+    data.write_text(
+        "".join("0" + line[1:] for line in lines[:800]) + "".join(lines[800:])
+    )
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(data), "--out", str(out)]) == 2
+    assert "training split (800 rows, 0 clicks)" in capsys.readouterr().err
+    assert not out.exists()
+    # a folder that was there before stays
+    out.mkdir()
+    assert main(["run", "--data", str(data), "--out", str(out)]) == 2
+    assert out.is_dir()
