@@ -65,3 +65,21 @@ def tiny_model(
     with torch.no_grad():
         model.wide_sparse.weight.normal_()
     return model, encoder
+
+
+# Pruning and timing flags that keep a test's `run` or `compress` quick and
+# accept every candidate: the mechanics are tested, not the defaults' quality.
+QUICK_COMPRESSION = [
+    "--steps",
+    "2",
+    "--fine-tune-epochs",
+    "1",
+    "--threads",
+    "2",
+    "--max-auc-drop",
+    "1",
+    "--max-logloss-rise",
+    "1",
+    "--bench-repeats",
+    "1",
+]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from slimctr.cli import build_parser, main
-from tests.conftest import shared_file
+from tests.conftest import QUICK_COMPRESSION, shared_file
 
 COMMANDS = [
     "synth",
@@ -22,24 +22,8 @@ COMMANDS = [
     "export",
     "serve",
 ]
-# a short schedule and a budget that accepts every step: these tests check the
-# mechanics; the quality of the defaults is measured by the README's commands
-QUICK = [
-    "--epochs",
-    "2",
-    "--steps",
-    "2",
-    "--fine-tune-epochs",
-    "1",
-    "--threads",
-    "2",
-    "--max-auc-drop",
-    "1",
-    "--max-logloss-rise",
-    "1",
-    "--bench-repeats",
-    "1",
-]
+# the quality of the defaults is measured by the README's commands
+QUICK = ["--epochs", "2", *QUICK_COMPRESSION]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

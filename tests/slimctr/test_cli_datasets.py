@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from slimctr.cli import main
-from tests.conftest import shared_file
+from tests.conftest import QUICK_COMPRESSION, shared_file
 
 SCHEMA = """\
 name = "toy"
@@ -33,18 +33,7 @@ epochs = 3
 learning_rate = 0.01
 embedding_learning_rate = 0.03
 """
-QUICK = [
-    "--steps",
-    "2",
-    "--fine-tune-epochs",
-    "1",
-    "--threads",
-    "2",
-    "--max-auc-drop",
-    "1",
-    "--bench-repeats",
-    "1",
-]
+QUICK = QUICK_COMPRESSION
 TOY_FIELDS = ["site", "device", "hour_of_day", "weekday"]
 
 
