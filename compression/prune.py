@@ -318,16 +318,19 @@ def fine_tune_or_keep(
     valid: EncodedBatch,
     config: TrainConfig,
     progress: bool,
-) -> None:
+) -> float:
     """Fine-tune ``model`` in place, unless that lowers its validation AUC.
 
     Training more epochs on the rows a model has already fitted can overfit
     it; then the pruned weights are kept as they were.
+
+    Returns:
+        The validation AUC of the weights kept.
     """
     before = evaluate(valid.labels, predict(model, valid)).auc
     pruned = {k: v.clone() for k, v in model.state_dict().items()}
-    fit(model, train, valid, config, progress=progress)
-    after = evaluate(valid.labels, predict(model, valid)).auc
+    # fit leaves the best weights it evaluated, so its best AUC is theirs
+    after = fit(model, train, valid, config, progress=progress).best_valid.auc
     if before > after or (math.isnan(after) and not math.isnan(before)):
         logger.info(
             "fine-tuning lowered valid AUC %.4f -> %.4f; pruned weights kept",
@@ -335,3 +338,5 @@ def fine_tune_or_keep(
             after,
         )
         model.load_state_dict(pruned)
+        return before
+    return after

@@ -135,6 +135,20 @@ class SkipCounter:
         return self.summary()
 
 
+def check_read_options(
+    on_bad_lines: object, chunk_rows: object, skipped: object
+) -> None:
+    """Check the options every reader takes: the bad-line policy, the rows
+    read at a time, and the counter skipped lines go to."""
+    check_on_bad_lines(on_bad_lines)
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int):
+        raise TypeError(f"chunk_rows: expected an int, got {type(chunk_rows)}")
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows: got {chunk_rows}; expected an int >= 1")
+    if skipped is not None and not isinstance(skipped, SkipCounter):
+        raise TypeError(f"skipped: expected a SkipCounter or None, got {skipped!r}")
+
+
 class FaultLog:
     """The faults a reader found in one file: the first ``MAX_LISTED`` as
     ``BadLine``s in line order, and counts of all bad lines and faults.

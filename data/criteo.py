@@ -24,7 +24,7 @@ from data.bad_lines import (
     BadLine,
     FaultLog,
     SkipCounter,
-    check_on_bad_lines,
+    check_read_options,
 )
 from data.batch import RawBatch
 from data.schema import (
@@ -908,13 +908,7 @@ def _check_args(
     """The path as a string and the file's layout, after checking every argument."""
     path = _check_path(path)
     fmt = _check_fmt(fmt)
-    check_on_bad_lines(on_bad_lines)
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int):
-        raise TypeError(f"chunk_rows: expected an int, got {type(chunk_rows)}")
-    if chunk_rows < 1:
-        raise ValueError(f"chunk_rows: got {chunk_rows}; expected an int >= 1")
-    if skipped is not None and not isinstance(skipped, SkipCounter):
-        raise TypeError(f"skipped: expected a SkipCounter or None, got {skipped!r}")
+    check_read_options(on_bad_lines, chunk_rows, skipped)
     return path, detect_layout(path, fmt)
 
 

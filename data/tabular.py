@@ -27,7 +27,7 @@ from data.bad_lines import (
     BadLine,
     FaultLog,
     SkipCounter,
-    check_on_bad_lines,
+    check_read_options,
 )
 from data.batch import RawBatch
 from data.hour import hour_fields
@@ -427,13 +427,7 @@ def _check_args(
         raise TypeError(f"path: expected a str or os.PathLike, got {type(path)}")
     if not isinstance(schema, Schema):
         raise TypeError(f"schema: expected a Schema, got {type(schema)}")
-    check_on_bad_lines(on_bad_lines)
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int):
-        raise TypeError(f"chunk_rows: expected an int, got {type(chunk_rows)}")
-    if chunk_rows < 1:
-        raise ValueError(f"chunk_rows: got {chunk_rows}; expected an int >= 1")
-    if skipped is not None and not isinstance(skipped, SkipCounter):
-        raise TypeError(f"skipped: expected a SkipCounter or None, got {skipped!r}")
+    check_read_options(on_bad_lines, chunk_rows, skipped)
     name = os.fspath(path)
     if os.path.isdir(name):
         raise IsADirectoryError(f"path: {name}: is a folder, expected a file")

@@ -26,7 +26,7 @@ from ctr.bootstrap import paired_auc_drop
 from ctr.config import Config
 from ctr.distributed import World
 from ctr.metrics import evaluate
-from ctr.train import Checkpointing, TrainResult, fit, predict
+from ctr.train import Checkpointing, TrainResult, fit
 from ctr.wide_deep import WideDeep, count_params
 from data.encoder import EncodedBatch, Encoder
 from serving.artifact import artifact_bytes, save_artifact
@@ -182,14 +182,14 @@ def allocated(
     encoder = encoded.encoder.keep_rows(keep_rows)
     train = remap_ids(encoded.train, keep_rows)
     valid = remap_ids(encoded.valid, keep_rows)
-    fine_tune_or_keep(
+    valid_auc = fine_tune_or_keep(
         thinned, train, valid, fine_tune_config(config.train, prune_config), progress
     )
     summary = {
         "levels": dict(allocation),
         "hidden_units": list(thinned.config.hidden_units),
         "vocabulary_rows": sum(len(v) for v in encoder.vocabularies),
-        "valid_auc": evaluate(valid.labels, predict(thinned, valid)).auc,
+        "valid_auc": valid_auc,
     }
     logger.info(
         "allocated: %s hidden units, %d rows, valid AUC %.4f",

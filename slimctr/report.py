@@ -65,7 +65,7 @@ def summary_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _student_lines(report: dict) -> list[str]:
+def _extra_candidate_lines(report: dict) -> list[str]:
     """A sentence each on the allocated model and the distilled student."""
     lines = []
     allocated = report.get("allocated")
@@ -361,7 +361,7 @@ def write_report(report: dict, out: Path) -> tuple[Path, Path]:
         "",
         candidates_table(report["candidates"]),
         "",
-        *_student_lines(report),
+        *_extra_candidate_lines(report),
         f"Chosen: **{report['chosen']['name']}**.",
         "",
         f"![validation AUC against bytes for every candidate]({PARETO_PLOT})",
